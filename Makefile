@@ -1,0 +1,50 @@
+# Two entry points: `make demo` (set up + run the main job) and `make test`
+# (set up + run every check). Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+OUT := out
+
+export XLA_FLAGS := --xla_force_host_platform_device_count=8
+export JAX_PLATFORMS := cpu
+
+.PHONY: all demo test lint typecheck lit unit setup clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "alpa-mlir needs Python 3.11+"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	@mkdir -p $(OUT)
+	$(BIN)/alpa-export gpt --preset tiny -o $(OUT)/gpt_tiny.mlir
+	$(BIN)/alpa-opt $(OUT)/gpt_tiny.mlir \
+	    --pass-pipeline='builtin.module(alpa-annotate-flops{report=$(OUT)/flops.json},canonicalize,cse)' \
+	    -o $(OUT)/gpt_tiny.planned.mlir
+	$(BIN)/python -m alpa_mlir.tools.summary $(OUT)/flops.json
+	$(BIN)/alpa-run $(OUT)/gpt_tiny.planned.mlir --devices 8 --reference
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy dialect_utils passes runtime tools models
+
+lit: $(STAMP)
+	$(BIN)/lit -sv test/lit
+
+unit: $(STAMP)
+	$(BIN)/pytest -q test/unit
+
+test: $(STAMP)
+	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory lit
+	$(MAKE) --no-print-directory unit
+
+clean:
+	rm -rf $(OUT) test/lit/Output .pytest_cache .mypy_cache .ruff_cache

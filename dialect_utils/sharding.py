@@ -1,0 +1,465 @@
+"""Shardy (`sdy`) meshes and shardings as Python value types, read from and written to IR.
+
+A sharding is, per tensor dimension, the ordered mesh axes that split it (major to minor),
+the Shardy text `#sdy.sharding<@mesh, [{"x"}, {}]>` being `Sharding("mesh", (("x",), ()))`.
+Open dimensions (`{?}`) and priorities are kept so that text round-trips.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from jax.extend.mlir import ir
+
+SDY_SHARDING = "sdy.sharding"
+
+
+@dataclass(frozen=True)
+class MeshAxis:
+    name: str
+    size: int
+
+    def __post_init__(self) -> None:
+        if not self.name or self.size < 1:
+            raise ValueError(f"invalid mesh axis {self.name!r}={self.size}")
+
+
+@dataclass(frozen=True)
+class Mesh:
+    """A logical device mesh: named axes with sizes, major to minor."""
+
+    axes: tuple[MeshAxis, ...]
+    device_ids: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        names = [a.name for a in self.axes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate mesh axis names in {names}")
+
+    @classmethod
+    def from_shape(cls, shape: tuple[int, ...], names: tuple[str, ...]) -> Mesh:
+        if len(shape) != len(names):
+            raise ValueError(f"mesh shape {shape} and axis names {names} differ in length")
+        return cls(tuple(MeshAxis(n, s) for n, s in zip(names, shape, strict=True)))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(a.size for a in self.axes)
+
+    @property
+    def axis_names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.axes)
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for a in self.axes:
+            n *= a.size
+        return n
+
+    def axis_size(self, name: str) -> int:
+        for a in self.axes:
+            if a.name == name:
+                return a.size
+        raise KeyError(f"mesh has no axis {name!r} (axes: {self.axis_names})")
+
+    def text(self) -> str:
+        """The attribute body: `<["x"=2, "y"=4]>`."""
+        axes = ", ".join(f'"{a.name}"={a.size}' for a in self.axes)
+        ids = "" if self.device_ids is None else f", device_ids=[{', '.join(map(str, self.device_ids))}]"
+        return f"<[{axes}]{ids}>"
+
+
+def _axis_ref_text(axis: str) -> str:
+    """`"x"`, or `"x":(1)2` for a sub-axis kept as `x:(1)2`."""
+    name, sep, sub = axis.partition(":(")
+    return f'"{name}":({sub}' if sep else f'"{axis}"'
+
+
+@dataclass(frozen=True)
+class DimSharding:
+    """The mesh axes splitting one tensor dimension, major first."""
+
+    axes: tuple[str, ...] = ()
+    closed: bool = True
+    priority: int | None = None
+
+    def text(self) -> str:
+        parts = [_axis_ref_text(a) for a in self.axes]
+        if not self.closed:
+            parts.append("?")
+        prio = "" if self.priority is None else f"p{self.priority}"
+        return "{" + ", ".join(parts) + "}" + prio
+
+
+@dataclass(frozen=True)
+class Sharding:
+    """A tensor sharding over the mesh named `mesh` (a `sdy.mesh` symbol)."""
+
+    mesh: str
+    dims: tuple[DimSharding, ...]
+    replicated: tuple[str, ...] = ()
+    unreduced: tuple[str, ...] = ()
+
+    @classmethod
+    def from_axes(cls, mesh: str, axes: tuple[tuple[str, ...], ...] | list[Any]) -> Sharding:
+        """From per-dimension axis tuples: `Sharding.from_axes("mesh", [("x",), ()])`."""
+        return cls(mesh, tuple(DimSharding(tuple(a)) for a in axes))
+
+    @classmethod
+    def replicated_on(cls, mesh: str, rank: int) -> Sharding:
+        return cls(mesh, tuple(DimSharding() for _ in range(rank)))
+
+    @property
+    def dim_axes(self) -> tuple[tuple[str, ...], ...]:
+        return tuple(d.axes for d in self.dims)
+
+    @property
+    def is_replicated(self) -> bool:
+        return all(not d.axes for d in self.dims)
+
+    def used_axes(self) -> tuple[str, ...]:
+        return tuple(a for d in self.dims for a in d.axes)
+
+    def body(self) -> str:
+        """`<@mesh, [{"x"}, {}]>`: the form `sdy.sharding_constraint` prints."""
+        dims = ", ".join(d.text() for d in self.dims)
+        extra = ""
+        if self.replicated:
+            extra += ", replicated={" + ", ".join(f'"{a}"' for a in self.replicated) + "}"
+        if self.unreduced:
+            extra += ", unreduced={" + ", ".join(f'"{a}"' for a in self.unreduced) + "}"
+        return f"<@{self.mesh}, [{dims}]{extra}>"
+
+    def text(self) -> str:
+        return "#sdy.sharding" + self.body()
+
+    def attr(self) -> ir.Attribute:
+        """As an `ir.Attribute` (needs an active context)."""
+        return ir.Attribute.parse(self.text())
+
+    def validate(self, mesh: Mesh, shape: tuple[int, ...]) -> None:
+        """Raise ValueError unless every axis exists, is used once and divides its dim."""
+        if len(self.dims) != len(shape):
+            raise ValueError(f"sharding {self.text()} has {len(self.dims)} dims, tensor rank {len(shape)}")
+        used = self.used_axes() + self.replicated
+        if len(set(used)) != len(used):
+            raise ValueError(f"sharding {self.text()} uses a mesh axis twice")
+        for d, size in zip(self.dims, shape, strict=True):
+            factor = 1
+            for a in d.axes:
+                factor *= mesh.axis_size(a)
+            if size % factor:
+                raise ValueError(f"sharding {self.text()}: dim of size {size} not divisible by {factor}")
+
+
+# ----------------------------------------------------------------------------- text parsing
+
+_TOKEN = re.compile(r'\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<sym>@[\w.$-]+)|(?P<num>-?\d+)'
+                    r'|(?P<word>[A-Za-z_][\w.]*)|(?P<punct>[<>\[\]{}(),=?:#]))')
+
+
+class _Lexer:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens: list[str] = []
+        pos = 0
+        while pos < len(text):
+            if text[pos:].strip() == "":
+                break
+            m = _TOKEN.match(text, pos)
+            if m is None:
+                raise ValueError(f"cannot parse sharding text {text!r} at column {pos + 1}")
+            self.tokens.append(m.group(m.lastgroup or "punct"))
+            pos = m.end()
+        self.i = 0
+
+    def peek(self) -> str | None:
+        return self.tokens[self.i] if self.i < len(self.tokens) else None
+
+    def take(self, expected: str | None = None) -> str:
+        tok = self.peek()
+        if tok is None or (expected is not None and tok != expected):
+            raise ValueError(f"malformed sharding {self.text!r}: expected {expected or 'more'}, got {tok!r}")
+        self.i += 1
+        return tok
+
+
+def _axis_list(lx: _Lexer) -> tuple[tuple[str, ...], bool]:
+    lx.take("{")
+    axes: list[str] = []
+    closed = True
+    while lx.peek() != "}":
+        tok = lx.take()
+        if tok == "?":
+            closed = False
+        elif tok.startswith('"'):
+            name = tok[1:-1]
+            if lx.peek() == ":":  # sub-axis "x":(1)2 -- kept verbatim
+                lx.take(":")
+                lx.take("(")
+                pre = lx.take()
+                lx.take(")")
+                size = lx.take()
+                name = f"{name}:({pre}){size}"
+            axes.append(name)
+        elif tok != ",":
+            raise ValueError(f"malformed sharding {lx.text!r}: unexpected {tok!r}")
+    lx.take("}")
+    return tuple(axes), closed
+
+
+def parse_sharding(text: str) -> Sharding:
+    """Parse `#sdy.sharding<@mesh, [...]>` or the bare `<@mesh, [...]>` body."""
+    lx = _Lexer(text.strip())
+    if lx.peek() == "#":
+        lx.take("#")
+        word = lx.take()
+        if word != "sdy.sharding":
+            raise ValueError(f"not an sdy.sharding attribute: {text!r}")
+    lx.take("<")
+    mesh = lx.take()
+    if not mesh.startswith("@"):
+        raise ValueError(f"only shardings that name a mesh symbol are supported, got {text!r}")
+    lx.take(",")
+    lx.take("[")
+    dims: list[DimSharding] = []
+    while lx.peek() != "]":
+        if lx.peek() == ",":
+            lx.take(",")
+            continue
+        axes, closed = _axis_list(lx)
+        priority = None
+        nxt = lx.peek()
+        if nxt is not None and re.fullmatch(r"p\d+", nxt):
+            priority = int(lx.take()[1:])
+        dims.append(DimSharding(axes, closed, priority))
+    lx.take("]")
+    extra: dict[str, tuple[str, ...]] = {"replicated": (), "unreduced": ()}
+    while lx.peek() == ",":
+        lx.take(",")
+        key = lx.take()
+        lx.take("=")
+        if key not in extra:
+            raise ValueError(f"unknown sharding field {key!r} in {text!r}")
+        extra[key], _ = _axis_list(lx)
+    lx.take(">")
+    return Sharding(mesh[1:], tuple(dims), extra["replicated"], extra["unreduced"])
+
+
+def parse_sharding_per_value(text: str) -> tuple[Sharding, ...]:
+    """Parse `#sdy.sharding_per_value<[<@mesh, [...]>, ...]>`."""
+    body = text.strip()
+    prefix = "#sdy.sharding_per_value<["
+    if not body.startswith(prefix) or not body.endswith("]>"):
+        raise ValueError(f"not an sdy.sharding_per_value attribute: {text!r}")
+    inner = body[len(prefix):-2]
+    parts: list[str] = []
+    depth = 0
+    start = 0
+    for i, ch in enumerate(inner):
+        if ch == "<":
+            depth += 1
+        elif ch == ">":
+            depth -= 1
+            if depth == 0:
+                parts.append(inner[start:i + 1].strip().lstrip(","))
+                start = i + 1
+    return tuple(parse_sharding(p.strip()) for p in parts if p.strip())
+
+
+def parse_mesh(text: str) -> Mesh:
+    """Parse `#sdy.mesh<["x"=2, "y"=4]>` or its `<[...]>` body (device_ids kept)."""
+    body = text.strip()
+    if body.startswith("#sdy.mesh"):
+        body = body[len("#sdy.mesh"):]
+    m = re.fullmatch(r"<\[(.*?)\](?:\s*,\s*device_ids=\[([\d,\s]*)\])?>", body)
+    if m is None:
+        raise ValueError(f"malformed sdy mesh {text!r}")
+    axes = tuple(
+        MeshAxis(name, int(size))
+        for name, size in re.findall(r'"((?:[^"\\]|\\.)*)"\s*=\s*(\d+)', m.group(1))
+    )
+    ids = None if m.group(2) is None else tuple(int(x) for x in m.group(2).split(",") if x.strip())
+    return Mesh(axes, ids)
+
+
+# ----------------------------------------------------------------------------- IR access
+
+
+def meshes(module: ir.Module) -> dict[str, Mesh]:
+    """Every `sdy.mesh` symbol of the module, by name."""
+    out: dict[str, Mesh] = {}
+    for op in module.body.operations:
+        if op.operation.name == "sdy.mesh":
+            name = str(ir.StringAttr(op.operation.attributes["sym_name"]).value)
+            out[name] = parse_mesh(str(op.operation.attributes["mesh"]))
+    return out
+
+
+def set_mesh(module: ir.Module, name: str, mesh: Mesh) -> None:
+    """Define (or redefine) `sdy.mesh @name` at the top of the module."""
+    with module.context, ir.Location.unknown(module.context):
+        for op in list(module.body.operations):
+            if op.operation.name == "sdy.mesh" and ir.StringAttr(
+                op.operation.attributes["sym_name"]
+            ).value == name:
+                op.operation.erase()
+        new = ir.Operation.parse(f"sdy.mesh @{name} = {mesh.text()}")
+        first = next(iter(module.body.operations), None)
+        if first is None:
+            ir.InsertionPoint(module.body).insert(new)
+        else:
+            ir.InsertionPoint(first).insert(new)
+
+
+def remove_meshes(module: ir.Module) -> int:
+    """Erase every `sdy.mesh` op; returns how many were removed."""
+    removed = 0
+    for op in list(module.body.operations):
+        if op.operation.name == "sdy.mesh":
+            op.operation.erase()
+            removed += 1
+    return removed
+
+
+def _attr_list(func_op: ir.Operation, key: str, count: int) -> list[dict[str, ir.Attribute]]:
+    attrs = func_op.attributes
+    if key not in attrs:
+        return [{} for _ in range(count)]
+    out = []
+    for d in ir.ArrayAttr(attrs[key]):
+        dct = ir.DictAttr(d)
+        out.append({dct[i].name: dct[i].attr for i in range(len(dct))})
+    return out
+
+
+def _set_attr_list(func_op: ir.Operation, key: str, dicts: list[dict[str, ir.Attribute]]) -> None:
+    with func_op.context:
+        func_op.attributes[key] = ir.ArrayAttr.get([ir.DictAttr.get(d) for d in dicts])
+
+
+def _signature_counts(func_op: ir.Operation) -> tuple[int, int]:
+    ftype = ir.FunctionType(ir.TypeAttr(func_op.attributes["function_type"]).value)
+    return len(ftype.inputs), len(ftype.results)
+
+
+def arg_attrs(func_op: ir.Operation) -> list[dict[str, ir.Attribute]]:
+    """Per-argument attribute dictionaries of a `func.func`."""
+    return _attr_list(func_op, "arg_attrs", _signature_counts(func_op)[0])
+
+
+def result_attrs(func_op: ir.Operation) -> list[dict[str, ir.Attribute]]:
+    return _attr_list(func_op, "res_attrs", _signature_counts(func_op)[1])
+
+
+def _get(dicts: list[dict[str, ir.Attribute]], i: int) -> Sharding | None:
+    a = dicts[i].get(SDY_SHARDING)
+    return None if a is None else parse_sharding(str(a))
+
+
+def arg_sharding(func_op: ir.Operation, i: int) -> Sharding | None:
+    return _get(arg_attrs(func_op), i)
+
+
+def result_sharding(func_op: ir.Operation, i: int) -> Sharding | None:
+    return _get(result_attrs(func_op), i)
+
+
+def _set(func_op: ir.Operation, key: str, i: int, sharding: Sharding | None) -> None:
+    n_in, n_out = _signature_counts(func_op)
+    dicts = _attr_list(func_op, key, n_in if key == "arg_attrs" else n_out)
+    with func_op.context:
+        if sharding is None:
+            dicts[i].pop(SDY_SHARDING, None)
+        else:
+            dicts[i][SDY_SHARDING] = sharding.attr()
+    _set_attr_list(func_op, key, dicts)
+
+
+def set_arg_sharding(func_op: ir.Operation, i: int, sharding: Sharding | None) -> None:
+    """Set (or with None remove) `sdy.sharding` on argument i."""
+    _set(func_op, "arg_attrs", i, sharding)
+
+
+def set_result_sharding(func_op: ir.Operation, i: int, sharding: Sharding | None) -> None:
+    _set(func_op, "res_attrs", i, sharding)
+
+
+def op_shardings(op: ir.Operation) -> tuple[Sharding, ...] | None:
+    """The `sdy.sharding` per-value attribute of an op, if any."""
+    if SDY_SHARDING not in op.attributes:
+        return None
+    return parse_sharding_per_value(str(op.attributes[SDY_SHARDING]))
+
+
+def constraint_sharding(op: ir.Operation) -> Sharding:
+    """The sharding of an `sdy.sharding_constraint` (or `sdy.reshard`) op."""
+    return parse_sharding(str(op.attributes["sharding"]))
+
+
+def insert_sharding_constraint(value: ir.Value, sharding: Sharding, loc: ir.Location | None = None) -> ir.Value:
+    """Insert `sdy.sharding_constraint` right after `value`'s definition and route every
+    existing use of `value` through it. Returns the constrained value."""
+    from jax.extend.mlir.dialects import sdy
+
+    owner = value.owner
+    with value.context:
+        if isinstance(owner, ir.Block):
+            first = next(iter(owner.operations))
+            ip = ir.InsertionPoint(first)
+            location = loc or first.location
+        else:
+            op = owner.operation
+            ip = ir.InsertionPoint.after(op)
+            location = loc or op.location
+        with ip, location:
+            constraint = sdy.ShardingConstraintOp(value, sharding.attr())
+        result = constraint.result
+        value.replace_all_uses_except(result, constraint.operation)
+    return result
+
+
+
+def strip_shardings(module: ir.Module) -> int:
+    """Remove every Shardy annotation: `sdy.sharding` on function arguments, results and
+    ops, `sdy.sharding_constraint` / `sdy.reshard` ops (their uses take the operand) and
+    `sdy.mesh` symbols; sets `mhlo.num_partitions` to 1 when present. Returns the number
+    of annotations removed. The computation itself is unchanged."""
+    from .graph import functions
+
+    removed = 0
+    for func_op in functions(module).values():
+        n_in, n_out = _signature_counts(func_op)
+        for key, count in (("arg_attrs", n_in), ("res_attrs", n_out)):
+            dicts = _attr_list(func_op, key, count)
+            hits = sum(1 for d in dicts if SDY_SHARDING in d)
+            if hits:
+                for d in dicts:
+                    d.pop(SDY_SHARDING, None)
+                _set_attr_list(func_op, key, dicts)
+                removed += hits
+        doomed: list[ir.Operation] = []
+
+        def visit(op: ir.Operation) -> ir.WalkResult:
+            nonlocal removed
+            if op.name in ("sdy.sharding_constraint", "sdy.reshard"):
+                doomed.append(op)
+            elif SDY_SHARDING in op.attributes:
+                del op.attributes[SDY_SHARDING]
+                removed += 1
+            return ir.WalkResult.ADVANCE
+
+        func_op.walk(visit)
+        for op in doomed:
+            op.results[0].replace_all_uses_with(op.operands[0])
+            op.erase()
+            removed += 1
+    removed += remove_meshes(module)
+    attrs = module.operation.attributes
+    if "mhlo.num_partitions" in attrs:
+        with module.context:
+            attrs["mhlo.num_partitions"] = ir.IntegerAttr.get(ir.IntegerType.get_signless(32), 1)
+    return removed

@@ -1,0 +1,1 @@
+"""alpa_mlir.models."""
