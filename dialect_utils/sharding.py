@@ -443,7 +443,7 @@ def strip_shardings(module: ir.Module) -> int:
                 removed += hits
         doomed: list[ir.Operation] = []
 
-        def visit(op: ir.Operation) -> ir.WalkResult:
+        def visit(op: ir.Operation, doomed: list[ir.Operation] = doomed) -> ir.WalkResult:
             nonlocal removed
             if op.name in ("sdy.sharding_constraint", "sdy.reshard"):
                 doomed.append(op)

@@ -1,0 +1,30 @@
+"""alpa-strip-sharding: remove every Shardy annotation, leaving the unpartitioned program."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from jax.extend.mlir import ir
+
+from alpa_mlir.dialect_utils.sharding import strip_shardings
+
+from .pass_base import Pass, PassContext
+
+
+@dataclass(frozen=True)
+class StripShardingPass(Pass):
+    """Remove all sharding annotations.
+
+    Reads: a module, possibly with `sdy.mesh`, `sdy.sharding` on function arguments,
+    results and ops, and `sdy.sharding_constraint` / `sdy.reshard` ops.
+    Writes: the same computation with none of them (constraint ops are bypassed and
+    erased; `mhlo.num_partitions` becomes 1). The result runs on one device and is the
+    reference a sharded plan must match.
+    """
+
+    NAME: ClassVar[str] = "alpa-strip-sharding"
+    SUMMARY: ClassVar[str] = "remove all sdy shardings, constraints and meshes"
+
+    def run(self, module: ir.Module, ctx: PassContext) -> None:
+        strip_shardings(module)
