@@ -30,7 +30,6 @@ NATIVE_PASSES: tuple[NativePass, ...] = (
     NativePass("sccp", "builtin.module", "sparse conditional constant propagation"),
     NativePass("topological-sort", "builtin.module", "sort ops topologically in graph regions"),
     NativePass("remove-dead-values", "builtin.module", "remove unused values and arguments"),
-    NativePass("stablehlo-refine-shapes", "builtin.module", "refine dynamic shapes to static"),
     NativePass("sdy-propagation-pipeline", "builtin.module", "Shardy: import, propagate, export shardings"),
     NativePass("sdy-import-pipeline", "builtin.module", "Shardy: import pipeline"),
     NativePass("sdy-export-pipeline", "builtin.module", "Shardy: export pipeline"),

@@ -78,7 +78,7 @@ class Pass:
         """Run on `module` outside any pipeline (for embedding): returns the warnings;
         raises PassFailure on error. Verifies the result."""
         ctx = PassContext(pass_name=self.NAME)
-        with module.context:
+        with module.context, ir.Location.unknown(module.context):
             self.run(module, ctx)
         from .pass_manager import verify_module
 

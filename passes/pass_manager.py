@@ -144,7 +144,7 @@ class PassManager:
         ctx = module.context
         if isinstance(step, PythonStep):
             pass_ctx = PassContext(collector, step.name)
-            with ctx, collector.capture(ctx):
+            with ctx, ir.Location.unknown(ctx), collector.capture(ctx):
                 try:
                     step.pass_.run(module, pass_ctx)
                 except PassFailure:
