@@ -1,1 +1,43 @@
-"""alpa_mlir.models."""
+"""alpa_mlir.models: the JAX model zoo (plain JAX, no Flax) behind `alpa-export`.
+
+Models (one module each): `mlp`, `gpt`, `bert`, `moe`, `wide_resnet`; each has a frozen
+config dataclass, `PRESETS`, `param_shapes(config)` (abstract), `init_params(config, seed)`,
+`batch_shapes(config)`, `example_batch(config, rng)`, `loss(config, params, batch)` and
+`make_train_step(config, adam)` -> `train_step(params, opt_state, batch)`.
+
+Shared pieces: `adam` (optimizer), `training` (the step), `params` (parameter specs),
+`layers` / `transformer` / `losses` (building blocks), `registry` (name -> model),
+`export` (StableHLO text, example inputs, argument names).
+"""
+
+from __future__ import annotations
+
+from alpa_mlir.models.adam import AdamConfig, AdamState
+from alpa_mlir.models.errors import ModelConfigError
+from alpa_mlir.models.export import (
+    TrainStepSetup,
+    argument_names,
+    example_inputs,
+    export_train_step,
+    num_params,
+    result_names,
+    train_step_setup,
+)
+from alpa_mlir.models.registry import ModelSpec, all_models, get_model, model_names
+
+__all__ = [
+    "AdamConfig",
+    "AdamState",
+    "ModelConfigError",
+    "ModelSpec",
+    "TrainStepSetup",
+    "all_models",
+    "argument_names",
+    "example_inputs",
+    "export_train_step",
+    "get_model",
+    "model_names",
+    "num_params",
+    "result_names",
+    "train_step_setup",
+]
