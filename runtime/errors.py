@@ -1,0 +1,29 @@
+"""Errors of the execution runtime.
+
+Every error says what was expected and what was received. Problems in the module text
+itself (no @main, a malformed sharding) are `dialect_utils.diagnostics.DiagnosticError`s,
+which carry an MLIR location; the errors here are about running a program: devices,
+inputs, and modules this runtime cannot execute yet.
+"""
+
+from __future__ import annotations
+
+
+class ExecutionError(Exception):
+    """Base class of every runtime error."""
+
+
+class DeviceCountError(ExecutionError):
+    """More devices were asked for than the process has."""
+
+
+class InputMismatchError(ExecutionError):
+    """Inputs (arrays or npz keys) that do not match @main's signature."""
+
+
+class UnsupportedModuleError(ExecutionError):
+    """A module kind or construct the runtime does not execute (yet)."""
+
+
+class CompileError(ExecutionError):
+    """XLA rejected the module (its message is kept)."""

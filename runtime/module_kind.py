@@ -1,0 +1,93 @@
+"""What kind of program a module is, and so how the runtime executes it.
+
+- PLAIN: no partitioning annotations; runs on one device.
+- SPMD:  `sdy.mesh` + `sdy.sharding` annotations; XLA's Shardy partitioner turns it into one
+         program per device of the mesh (`runtime.spmd`).
+- GSPMD: `mhlo.sharding` annotations (the deprecated GSPMD format); not executed yet.
+- MPMD:  Shardy's `mpmd` dialect (`#mpmd.topology` on @main, `mpmd.fragment`s per stage);
+         executed by the pipeline runtime (not written yet).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from jax.extend.mlir import ir
+
+from alpa_mlir.dialect_utils import sharding
+
+from .errors import UnsupportedModuleError
+
+MPMD_TOPOLOGY_ATTR = "topology"
+GSPMD_SHARDING_ATTR = "mhlo.sharding"
+
+
+class ModuleKind(enum.Enum):
+    PLAIN = "plain"
+    SPMD = "spmd"
+    GSPMD = "gspmd"
+    MPMD = "mpmd"
+
+
+def _has_mpmd(module: ir.Module) -> bool:
+    found = False
+
+    def visit(op: ir.Operation) -> ir.WalkResult:
+        nonlocal found
+        attrs = op.attributes
+        if op.name.startswith("mpmd.") or (
+            MPMD_TOPOLOGY_ATTR in attrs and str(attrs[MPMD_TOPOLOGY_ATTR]).startswith("#mpmd.topology")
+        ):
+            found = True
+            return ir.WalkResult.INTERRUPT
+        return ir.WalkResult.ADVANCE
+
+    module.operation.walk(visit)
+    return found
+
+
+def _has_gspmd(module: ir.Module) -> bool:
+    found = False
+
+    def visit(op: ir.Operation) -> ir.WalkResult:
+        nonlocal found
+        attrs = op.attributes
+        keys = ("arg_attrs", "res_attrs") if op.name == "func.func" else ()
+        if GSPMD_SHARDING_ATTR in attrs or any(
+            k in attrs and GSPMD_SHARDING_ATTR in str(attrs[k]) for k in keys
+        ):
+            found = True
+            return ir.WalkResult.INTERRUPT
+        return ir.WalkResult.ADVANCE
+
+    module.operation.walk(visit)
+    return found
+
+
+def module_kind(module: ir.Module) -> ModuleKind:
+    if _has_mpmd(module):
+        return ModuleKind.MPMD
+    if sharding.meshes(module):
+        return ModuleKind.SPMD
+    if _has_gspmd(module):
+        return ModuleKind.GSPMD
+    return ModuleKind.PLAIN
+
+
+def spmd_mesh(module: ir.Module) -> tuple[str, sharding.Mesh] | None:
+    """The mesh an SPMD module runs on: its largest `sdy.mesh` (None without meshes).
+
+    Every mesh of more than one device must have that same size: XLA compiles one
+    program for one device count.
+    """
+    found = sharding.meshes(module)
+    if not found:
+        return None
+    name, mesh = max(found.items(), key=lambda item: item[1].size)
+    for other_name, other in found.items():
+        if other.size not in (1, mesh.size):
+            raise UnsupportedModuleError(
+                f"meshes of different sizes: @{name} has {mesh.size} devices, "
+                f"@{other_name} has {other.size}; one SPMD program runs on one device count"
+            )
+    return name, mesh

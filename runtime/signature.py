@@ -1,0 +1,129 @@
+"""@main's signature as the runtime needs it: shapes, dtypes, declared shardings, donation.
+
+```
+func.func @main(%arg0: tensor<16x4xf32> {sdy.sharding = ..., tf.aliasing_output = 1 : i32},
+                %arg1: tensor<8x16xf32> {jax.buffer_donor = true}) -> (...)
+  -> Signature(args=(ArgSpec(0, f32[16,4], sharding, donated=True, aliased_output=1),
+                     ArgSpec(1, f32[8,16], None, donated=True, aliased_output=None)), ...)
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from jax.extend.mlir import ir
+
+from alpa_mlir.dialect_utils import graph, sharding
+from alpa_mlir.dialect_utils.diagnostics import DiagnosticError, source_loc
+from alpa_mlir.dialect_utils.types import TensorInfo, tensor_info
+
+from .errors import UnsupportedModuleError
+
+ALIASING_OUTPUT = "tf.aliasing_output"
+BUFFER_DONOR = "jax.buffer_donor"
+
+
+@dataclass(frozen=True)
+class ArgSpec:
+    """One argument of @main."""
+
+    index: int
+    info: TensorInfo
+    sharding: sharding.Sharding | None  # the declared `sdy.sharding`, if any
+    donated: bool  # its buffer is consumed by a run (tf.aliasing_output / jax.buffer_donor)
+    aliased_output: int | None = None  # the result it may alias (tf.aliasing_output)
+
+    @property
+    def key(self) -> str:
+        """Its npz key."""
+        return f"arg{self.index}"
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.info.numpy_dtype()
+
+
+@dataclass(frozen=True)
+class ResultSpec:
+    """One result of @main."""
+
+    index: int
+    info: TensorInfo
+    sharding: sharding.Sharding | None
+
+    @property
+    def key(self) -> str:
+        return f"out{self.index}"
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.info.numpy_dtype()
+
+
+@dataclass(frozen=True)
+class Signature:
+    args: tuple[ArgSpec, ...]
+    results: tuple[ResultSpec, ...]
+
+    @property
+    def donated_args(self) -> tuple[int, ...]:
+        return tuple(a.index for a in self.args if a.donated)
+
+
+def format_tensor(info: TensorInfo) -> str:
+    """`f32[16,4]`."""
+    return f"{info.dtype}[{','.join(map(str, info.shape))}]"
+
+
+def main_func(module: ir.Module) -> ir.Operation:
+    """@main, or a DiagnosticError located at the module."""
+    try:
+        return graph.main_function(module)
+    except ValueError as err:
+        loc = source_loc(module.operation.location)
+        first = next(iter(module.body.operations), None)
+        if (loc is None or loc.line == 0) and first is not None:  # an implicit module: line 0
+            loc = source_loc(first.operation.location)
+        raise DiagnosticError.single(str(err), loc) from None
+
+
+def _checked_info(t: ir.Type, what: str) -> TensorInfo:
+    try:
+        info = tensor_info(t)
+    except ValueError as err:
+        raise UnsupportedModuleError(f"{what}: {err}") from None
+    if info.dtype == "token":
+        raise UnsupportedModuleError(f"{what}: token values are not supported")
+    if any(d < 0 for d in info.shape):
+        raise UnsupportedModuleError(f"{what}: dynamic shape {t} is not supported")
+    try:
+        info.numpy_dtype()
+    except ValueError as err:
+        raise UnsupportedModuleError(f"{what}: {err}") from None
+    return info
+
+
+def _donation(attrs: dict[str, ir.Attribute]) -> tuple[bool, int | None]:
+    if ALIASING_OUTPUT in attrs:
+        return True, int(ir.IntegerAttr(attrs[ALIASING_OUTPUT]).value)
+    donor = attrs.get(BUFFER_DONOR)
+    return (donor is not None and ir.BoolAttr(donor).value), None
+
+
+def read_signature(module: ir.Module) -> Signature:
+    """@main's arguments and results."""
+    func_op = main_func(module)
+    ftype = ir.FunctionType(ir.TypeAttr(func_op.attributes["function_type"]).value)
+    arg_attrs = sharding.arg_attrs(func_op)
+    args = []
+    for i, t in enumerate(ftype.inputs):
+        donated, aliased = _donation(arg_attrs[i])
+        args.append(ArgSpec(i, _checked_info(t, f"argument {i} of @main"),
+                            sharding.arg_sharding(func_op, i), donated, aliased))
+    results = tuple(
+        ResultSpec(i, _checked_info(t, f"result {i} of @main"), sharding.result_sharding(func_op, i))
+        for i, t in enumerate(ftype.results)
+    )
+    return Signature(tuple(args), results)

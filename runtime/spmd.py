@@ -1,0 +1,328 @@
+"""Compile a plain or SPMD (sdy-annotated) StableHLO module for devices, and run it.
+
+```
+ ir.Module ──compile_program(module, devices)──► Program      (compile once)
+                                                   │ .place(inputs)   numpy -> jax.Arrays
+                                                   │ .execute(arrays) jax.Arrays -> jax.Arrays
+                                                   │ .run(inputs)     numpy -> numpy
+                                                   ▼                  (run many times)
+```
+
+An SPMD module compiles to `mesh size` partitions with XLA's Shardy partitioner; a plain
+one to a single device. Partition p runs on `program.mesh.devices[p]`. An `sdy.mesh` with
+`device_ids` is compiled without them, over the devices in that order: the same placement
+of every mesh position, in the device order `execute_sharded` needs.
+
+Arguments are placed with their declared `sdy.sharding` (a `NamedSharding` on the module's
+mesh); an argument without one is placed as the compiled executable expects (XLA's Shardy
+propagation may shard it). Donated arguments (`tf.aliasing_output`, `jax.buffer_donor`) are
+consumed by a run: `run` places fresh buffers every time, and `execute` refuses a
+consumed array.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.extend.backend
+import numpy as np
+from jax.extend.mlir import ir
+from jax.sharding import NamedSharding, PartitionSpec
+
+from alpa_mlir.dialect_utils import context, sharding
+
+from . import collectives as collectives_lib
+from . import hlo_sharding
+from .devices import DeviceMesh
+from .errors import CompileError, DeviceCountError, InputMismatchError, UnsupportedModuleError
+from .module_kind import ModuleKind, module_kind, spmd_mesh
+from .signature import Signature, format_tensor, read_signature
+from .xla_stats import CostStats, MemoryStats
+
+ArrayLike = np.ndarray | jax.Array
+
+
+@dataclass(frozen=True)
+class CompileSettings:
+    """How to compile (beyond the module and the devices)."""
+
+    # Dump the HLO right after SPMD partitioning and count its collectives.
+    count_collectives: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class Program:
+    """A compiled module, bound to its devices; run it as often as needed."""
+
+    kind: ModuleKind
+    signature: Signature
+    mesh: DeviceMesh
+    executable: Any  # jaxlib LoadedExecutable
+    input_shardings: tuple[NamedSharding, ...]
+    output_shardings: tuple[NamedSharding, ...]
+    input_descriptions: tuple[str, ...]  # each argument's sharding in words (summaries)
+    compile_seconds: float
+    collectives: collectives_lib.CollectiveStats | None = None  # with count_collectives
+
+    @property
+    def num_partitions(self) -> int:
+        return self.mesh.size
+
+    def cost(self) -> CostStats:
+        return CostStats.from_executable(self.executable)
+
+    def memory(self) -> MemoryStats:
+        return MemoryStats.from_executable(self.executable)
+
+    def compiled_hlo(self) -> str:
+        """XLA's final (optimized, partitioned) HLO text."""
+        return str(self.executable.get_hlo_text())
+
+    # ---------------------------------------------------------------- inputs
+
+    def check_inputs(self, inputs: Sequence[ArrayLike]) -> None:
+        """Raise InputMismatchError unless `inputs` match @main's arguments."""
+        args = self.signature.args
+        if len(inputs) != len(args):
+            raise InputMismatchError(
+                f"@main takes {len(args)} argument(s), got {len(inputs)} input(s)"
+            )
+        for spec, value in zip(args, inputs, strict=True):
+            if isinstance(value, jax.Array) and value.is_deleted():
+                raise InputMismatchError(
+                    f"argument {spec.index} ({spec.key}): the array was donated to an earlier "
+                    "run and its buffer is consumed; pass a fresh array"
+                )
+            shape = tuple(int(d) for d in np.shape(value))
+            dtype = np.dtype(value.dtype) if hasattr(value, "dtype") else np.asarray(value).dtype
+            if shape != spec.info.shape or dtype != spec.dtype:
+                raise InputMismatchError(
+                    f"argument {spec.index} ({spec.key}): expected {format_tensor(spec.info)} "
+                    f"({spec.dtype} {spec.info.shape}), got {dtype} {shape}"
+                )
+
+    def place(self, inputs: Sequence[ArrayLike]) -> list[jax.Array]:
+        """Put `inputs` on the devices with the shardings the executable expects.
+
+        numpy inputs get fresh buffers; a jax.Array already placed that way is used as is
+        (and, for a donated argument, consumed by the next `execute`).
+        """
+        self.check_inputs(inputs)
+        return [
+            value if isinstance(value, jax.Array) and value.sharding == target
+            else jax.device_put(value, target)
+            for value, target in zip(inputs, self.input_shardings, strict=True)
+        ]
+
+    # ---------------------------------------------------------------- running
+
+    def execute(self, arrays: Sequence[ArrayLike]) -> list[jax.Array]:
+        """One run (inputs not placed yet are placed first); the outputs stay on the
+        devices, computed, with the shardings in `output_shardings`."""
+        placed = self.place(arrays)
+        results = self.executable.execute_sharded(placed)
+        shards = results.disassemble_into_single_device_arrays()
+        outputs: list[jax.Array] = [
+            jax.make_array_from_single_device_arrays(spec.info.shape, target, list(per_device))
+            for spec, target, per_device in zip(
+                self.signature.results, self.output_shardings, shards, strict=True
+            )
+        ]
+        jax.block_until_ready(outputs)
+        return outputs
+
+    def run(self, inputs: Sequence[ArrayLike]) -> list[np.ndarray]:
+        """Place, execute, and gather the outputs to numpy."""
+        return [np.asarray(x) for x in self.execute(self.place(inputs))]
+
+    def run_timed(self, inputs: Sequence[ArrayLike], repeat: int = 1) -> TimedRun:
+        """`repeat` runs on the same inputs (fresh buffers each time), timing each
+        execution (placement excluded); the outputs of the last run."""
+        if repeat < 1:
+            raise ValueError(f"repeat must be at least 1, got {repeat}")
+        host = [np.asarray(x) if isinstance(x, jax.Array) else x for x in inputs]
+        seconds = []
+        outputs: list[jax.Array] = []
+        for _ in range(repeat):
+            placed = self.place(host)
+            jax.block_until_ready(placed)
+            start = time.perf_counter()
+            outputs = self.execute(placed)
+            seconds.append(time.perf_counter() - start)
+        return TimedRun(tuple(np.asarray(x) for x in outputs), tuple(seconds))
+
+
+@dataclass(frozen=True)
+class TimedRun:
+    outputs: tuple[np.ndarray, ...]
+    seconds: tuple[float, ...]  # per run
+
+    @property
+    def mean_seconds(self) -> float:
+        return sum(self.seconds) / len(self.seconds)
+
+
+# ------------------------------------------------------------------------- compiling
+
+
+def program_mesh(module: ir.Module, devices: Sequence[jax.Device]) -> DeviceMesh:
+    """The devices a module runs on: its sdy mesh over `devices`, or `devices[0]`."""
+    if not devices:
+        raise DeviceCountError("no devices given")
+    found = spmd_mesh(module)
+    if found is None or found[1].size == 1:
+        return DeviceMesh.single(devices[0])
+    name, mesh = found
+    if mesh.size > len(devices):
+        raise DeviceCountError(
+            f"mesh @{name} {mesh.text()} needs {mesh.size} devices, got {len(devices)}"
+        )
+    return DeviceMesh.from_sdy(mesh, devices)
+
+
+def required_devices(module: ir.Module) -> int:
+    """How many devices the module needs (its mesh size, or 1)."""
+    found = spmd_mesh(module)
+    return 1 if found is None else found[1].size
+
+
+def _compile_text(module: ir.Module) -> str:
+    """The module text for XLA: sdy meshes with device_ids are rewritten without them
+    (their order is in the device assignment instead)."""
+    permuted = {n: m for n, m in sharding.meshes(module).items() if m.device_ids is not None and m.size > 1}
+    if not permuted:
+        return context.print_module(module)
+    copy = context.clone_module(module)
+    for name, mesh in permuted.items():
+        sharding.set_mesh(copy, name, sharding.Mesh(mesh.axes))
+    return context.print_module(copy)
+
+
+def _partition_spec(declared: sharding.Sharding) -> PartitionSpec | None:
+    """The PartitionSpec of a declared sdy sharding (None if it has sub-axes or
+    unreduced axes, which a PartitionSpec cannot say)."""
+    if declared.unreduced or any(":" in a for a in declared.used_axes()):
+        return None
+    dims: list[Any] = [None if not d.axes else d.axes[0] if len(d.axes) == 1 else d.axes
+                       for d in declared.dims]
+    return PartitionSpec(*dims)
+
+
+def _placement(
+    declared: sharding.Sharding | None,
+    compiled: Any,
+    rank: int,
+    mesh: DeviceMesh,
+    what: str,
+) -> tuple[NamedSharding, str]:
+    """The sharding to place a value with, and its description."""
+    if mesh.size == 1:
+        return NamedSharding(mesh.jax_mesh(), PartitionSpec()), "single device"
+    actual = hlo_sharding.named_sharding(compiled, rank, mesh.devices, what)
+    if declared is None:
+        return actual, f"no sdy.sharding; XLA chose {hlo_sharding.describe(compiled)}"
+    text = "[" + ", ".join(d.text() for d in declared.dims) + "]"
+    spec = _partition_spec(declared)
+    if spec is not None:
+        named = NamedSharding(mesh.jax_mesh(), spec)
+        if named.is_equivalent_to(actual, rank):
+            return named, text
+    return actual, f"{text}, compiled by XLA as {hlo_sharding.describe(compiled)}"
+
+
+def compile_options(mesh: DeviceMesh, dump_dir: Path | None) -> Any:
+    grid = np.empty(mesh.size, dtype=object)
+    grid[:] = list(mesh.devices)
+    options = jax.extend.backend.get_compile_options(
+        num_replicas=1, num_partitions=mesh.size, device_assignment=grid.reshape(1, mesh.size)
+    )
+    build = options.executable_build_options
+    build.use_spmd_partitioning = True
+    build.use_shardy_partitioner = True
+    if dump_dir is not None:
+        debug = build.debug_options
+        debug.xla_dump_to = str(dump_dir)
+        debug.xla_dump_hlo_pass_re = collectives_lib.SPMD_PASS_RE
+        debug.xla_dump_hlo_as_text = True
+    return options
+
+
+def compile_program(
+    module: ir.Module,
+    devices: Sequence[jax.Device],
+    settings: CompileSettings | None = None,
+) -> Program:
+    """Compile `module` (plain or SPMD) for `devices` (at least its mesh size)."""
+    settings = settings or CompileSettings()
+    kind = module_kind(module)
+    if kind is ModuleKind.MPMD:
+        raise UnsupportedModuleError("MPMD modules are not supported yet")
+    if kind is ModuleKind.GSPMD:
+        raise UnsupportedModuleError(
+            "GSPMD modules (mhlo.sharding annotations) are not supported; use Shardy (sdy) shardings"
+        )
+    signature = read_signature(module)
+    mesh = program_mesh(module, devices)
+    text = _compile_text(module)
+    backend = jax.extend.backend.get_backend()
+    with tempfile.TemporaryDirectory(prefix="alpa-run-dump-") as tmp:
+        dump_dir = Path(tmp) if settings.count_collectives else None
+        start = time.perf_counter()
+        try:
+            executable = backend.compile_and_load(
+                text, list(mesh.devices), compile_options(mesh, dump_dir)
+            )
+        except jax.errors.JaxRuntimeError as err:
+            raise CompileError(f"XLA could not compile the module: {err}") from None
+        seconds = time.perf_counter() - start
+        stats = collectives_lib.read_dump(dump_dir) if dump_dir is not None else None
+
+    in_compiled = executable.get_parameter_shardings() if mesh.size > 1 else None
+    out_compiled = executable.get_output_shardings() if mesh.size > 1 else None
+    inputs = [
+        _placement(a.sharding, in_compiled[a.index] if in_compiled else None, a.info.rank,
+                   mesh, f"argument {a.index}")
+        for a in signature.args
+    ]
+    outputs = [
+        _placement(r.sharding, out_compiled[r.index] if out_compiled else None, r.info.rank,
+                   mesh, f"result {r.index}")
+        for r in signature.results
+    ]
+    return Program(
+        kind=kind,
+        signature=signature,
+        mesh=mesh,
+        executable=executable,
+        input_shardings=tuple(s for s, _ in inputs),
+        output_shardings=tuple(s for s, _ in outputs),
+        input_descriptions=tuple(d for _, d in inputs),
+        compile_seconds=seconds,
+        collectives=stats,
+    )
+
+
+@dataclass
+class ProgramCache:
+    """Compiled programs by (module text, devices, settings): pass one around to compile
+    identical programs (pipeline stages, repeated tests) once."""
+
+    programs: dict[tuple[str, tuple[int, ...], CompileSettings], Program] = field(default_factory=dict)
+
+    def compile(
+        self,
+        module: ir.Module,
+        devices: Sequence[jax.Device],
+        settings: CompileSettings | None = None,
+    ) -> Program:
+        settings = settings or CompileSettings()
+        key = (context.print_module(module), tuple(d.id for d in devices), settings)
+        if key not in self.programs:
+            self.programs[key] = compile_program(module, devices, settings)
+        return self.programs[key]

@@ -1,0 +1,207 @@
+"""alpa-run: execute a module (plain or SPMD-annotated) on local devices.
+
+    alpa-run MODULE.mlir [--devices N] [--inputs in.npz] [--outputs out.npz]
+             [--reference] [--seed S] [--repeat K] [--collectives] [--stats]
+             [--rtol R] [--atol A]
+
+Inputs come from an npz (`arg0`, `arg1`, ...) or are drawn at random from @main's
+signature; outputs go to an npz (`out0`, ...). `--reference` also runs the module
+unpartitioned on one device and compares every output (exit 1 on a mismatch).
+On CPU, N fake devices are created (default N: the module's mesh size).
+
+Errors: `FILE:line:col: error: ...` for problems in the module, `alpa-run: error: ...`
+for the rest; exit status 1, no traceback (`--debug` shows one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from typing import TextIO
+
+from jax.extend.mlir import ir
+
+from alpa_mlir.dialect_utils import context, graph
+from alpa_mlir.dialect_utils.diagnostics import (
+    DiagnosticError,
+    SourceLoc,
+    from_mlir_error,
+    source_loc,
+)
+from alpa_mlir.runtime.devices import ensure_local_devices
+from alpa_mlir.runtime.errors import ExecutionError
+from alpa_mlir.runtime.inputs import load_inputs, random_inputs, save_outputs
+from alpa_mlir.runtime.module_kind import ModuleKind, module_kind, spmd_mesh
+from alpa_mlir.runtime.reference import Tolerance, compare_outputs, compile_reference
+from alpa_mlir.runtime.signature import format_tensor
+from alpa_mlir.runtime.spmd import CompileSettings, Program, compile_program, required_devices
+
+PROG = "alpa-run"
+STDIN_NAME = "<stdin>"
+
+
+class UsageError(Exception):
+    """A problem with the command line or a file named on it."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Execute a StableHLO module (plain or SPMD) on local devices.")
+    p.add_argument("module", help="input .mlir (text or bytecode); '-' = stdin")
+    p.add_argument("--devices", type=int, default=None,
+                   help="number of local devices to use (default: the module's mesh size, or 1)")
+    p.add_argument("--inputs", default=None, help="npz with arg0, arg1, ... (default: random inputs)")
+    p.add_argument("--outputs", default=None, help="write the outputs as out0, out1, ... to this npz")
+    p.add_argument("--reference", action="store_true",
+                   help="also run unpartitioned on one device and compare every output")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    p.add_argument("--repeat", type=int, default=1, help="run K times, report the mean time (default 1)")
+    p.add_argument("--collectives", action="store_true",
+                   help="count collectives right after SPMD partitioning (per kind)")
+    p.add_argument("--stats", action="store_true", help="print XLA's cost analysis and memory statistics")
+    p.add_argument("--rtol", type=float, default=None, help="relative tolerance of float outputs (default per dtype; f32: 1e-4)")
+    p.add_argument("--atol", type=float, default=None, help="absolute tolerance of float outputs (default per dtype; f32: 1e-5)")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    return p
+
+
+@dataclass(frozen=True)
+class LoadedModule:
+    module: ir.Module
+    name: str  # for messages: the path, or <stdin>
+
+
+def read_module(path: str, ctx: ir.Context) -> LoadedModule:
+    """Parse a file (or stdin); parse errors become DiagnosticErrors."""
+    name = STDIN_NAME if path == "-" else path
+    if path != "-" and not os.path.isfile(path):
+        raise UsageError(f"cannot open input file '{path}': no such file")
+    try:
+        if path == "-":
+            module = context.parse_module(sys.stdin.buffer.read(), ctx)
+        else:
+            module = context.parse_file(path, ctx)
+    except ir.MLIRError as err:
+        raise DiagnosticError(from_mlir_error(err)) from None
+    return LoadedModule(module, name)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.2f} ms"
+
+
+def _device_count(args: argparse.Namespace, loaded: LoadedModule) -> int:
+    needed = required_devices(loaded.module)
+    if args.devices is None:
+        return needed
+    if args.devices < 1:
+        raise UsageError(f"--devices must be at least 1, got {args.devices}")
+    if args.devices < needed:
+        found = spmd_mesh(loaded.module)
+        mesh = f"mesh @{found[0]} {found[1].text()}" if found else "module"
+        raise UsageError(f"the {mesh} needs {needed} devices, but --devices is {args.devices}")
+    return int(args.devices)
+
+
+def print_program(program: Program, out: TextIO) -> None:
+    print(f"mesh: {program.mesh.describe()}", file=out)
+    for spec, text in zip(program.signature.args, program.input_descriptions, strict=True):
+        donated = " donated" if spec.donated else ""
+        print(f"  {spec.key}: {format_tensor(spec.info)} {text}{donated}", file=out)
+    print(f"compile: {_ms(program.compile_seconds)}", file=out)
+
+
+def print_stats(program: Program, out: TextIO) -> None:
+    cost = program.cost()
+    mem = program.memory()
+    print(f"xla cost (per device): flops={cost.flops:.4g} bytes_accessed={cost.bytes_accessed:.4g}", file=out)
+    print(f"xla memory (per device): arguments={mem.argument_bytes} outputs={mem.output_bytes} "
+          f"aliased={mem.alias_bytes} temp={mem.temp_bytes} code={mem.generated_code_bytes}", file=out)
+
+
+def run_spmd(args: argparse.Namespace, loaded: LoadedModule, out: TextIO) -> int:
+    """Plain and SPMD modules: one XLA program on one device set."""
+    if args.repeat < 1:
+        raise UsageError(f"--repeat must be at least 1, got {args.repeat}")
+    devices = ensure_local_devices(_device_count(args, loaded))
+    program = compile_program(loaded.module, devices, CompileSettings(count_collectives=args.collectives))
+    print(f"module: {loaded.name} ({program.kind.value})", file=out)
+    print_program(program, out)
+    inputs = (load_inputs(args.inputs, program.signature) if args.inputs
+              else random_inputs(program.signature, args.seed))
+    timed = program.run_timed(inputs, args.repeat)
+    per_run = ", ".join(_ms(s) for s in timed.seconds)
+    print(f"run: {len(timed.seconds)} x, mean {_ms(timed.mean_seconds)} ({per_run})", file=out)
+    if program.collectives is not None:
+        print(f"collectives: {program.collectives.summary()}", file=out)
+    if args.stats:
+        print_stats(program, out)
+    if args.outputs:
+        save_outputs(args.outputs, timed.outputs)
+        print(f"outputs: {len(timed.outputs)} written to {args.outputs}", file=out)
+    if not args.reference:
+        return 0
+    reference = compile_reference(loaded.module, devices[0])
+    expected = reference.run(inputs)
+    report = compare_outputs(list(timed.outputs), expected, Tolerance(args.rtol, args.atol))
+    for comparison in report.comparisons:
+        print(comparison.line(), file=out)
+    print(report.summary_line(), file=out)
+    return 0 if report.passed else 1
+
+
+def _main_loc(module: ir.Module) -> SourceLoc | None:
+    """Where @main is defined (else the module itself)."""
+    funcs = graph.functions(module)
+    op = funcs.get("main", module.operation)
+    return source_loc(op.location)
+
+
+def run(args: argparse.Namespace, out: TextIO) -> int:
+    loaded = read_module(args.module, context.make_context())
+    # Dispatch on the module kind.
+    kind = module_kind(loaded.module)
+    if kind is ModuleKind.MPMD:
+        # The pipeline runtime goes here: one executable per fragment and submesh,
+        # driven by a schedule (GPipe / 1F1B), with transfers between submeshes.
+        raise DiagnosticError.single("MPMD modules are not supported yet", _main_loc(loaded.module))
+    if kind is ModuleKind.GSPMD:
+        raise DiagnosticError.single(
+            "GSPMD modules (mhlo.sharding annotations) are not supported; use Shardy (sdy) shardings",
+            _main_loc(loaded.module),
+        )
+    return run_spmd(args, loaded, out)  # PLAIN and SPMD
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    err = sys.stderr
+    try:
+        return run(args, sys.stdout)
+    except DiagnosticError as e:
+        if args.debug:
+            raise
+        name = STDIN_NAME if args.module == "-" else args.module
+        for diag in e.diagnostics:
+            print(diag.format(name), file=err)
+        return 1
+    except BrokenPipeError:  # stdout closed early (`| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except (UsageError, ExecutionError) as e:
+        if args.debug:
+            raise
+        print(f"{PROG}: error: {e}", file=err)
+        return 1
+    except Exception as e:  # a bug of ours: say so plainly, traceback only with --debug
+        if args.debug:
+            raise
+        print(f"{PROG}: internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)",
+              file=err)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
