@@ -24,12 +24,14 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	@mkdir -p $(OUT)
-	$(BIN)/alpa-export gpt --preset tiny -o $(OUT)/gpt_tiny.mlir
-	$(BIN)/alpa-opt $(OUT)/gpt_tiny.mlir \
-	    --pass-pipeline='builtin.module(alpa-annotate-flops{report=$(OUT)/flops.json},canonicalize,cse)' \
+	@echo "== export: a tiny GPT training step (forward, backward, Adam) as StableHLO"
+	$(BIN)/alpa-export gpt --preset tiny -o $(OUT)/gpt_tiny.mlir --example-inputs $(OUT)/gpt_tiny.inputs.npz
+	@echo "== plan: alpa-opt with our passes and native ones"
+	$(BIN)/alpa-opt $(OUT)/gpt_tiny.mlir --mlir-timing \
+	    --pass-pipeline='builtin.module(alpa-annotate-flops{report=$(OUT)/gpt_tiny.flops.json},canonicalize,func.func(cse))' \
 	    -o $(OUT)/gpt_tiny.planned.mlir
-	$(BIN)/python -m alpa_mlir.tools.summary $(OUT)/flops.json
-	$(BIN)/alpa-run $(OUT)/gpt_tiny.planned.mlir --devices 8 --reference
+	@echo "== run: alpa-run on 8 CPU devices, checked against a single-device run"
+	$(BIN)/alpa-run $(OUT)/gpt_tiny.planned.mlir --devices 8 --inputs $(OUT)/gpt_tiny.inputs.npz --reference
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -69,7 +69,14 @@ class TrainStepSetup:
         return [*_leaf_names("params", params), *_leaf_names("opt_state", opt_state), "loss"]
 
     def example_args(self, seed: int = 0) -> list[np.ndarray]:
-        """Concrete inputs, one numpy array per @main argument (small models only)."""
+        """Concrete inputs, one numpy array per @main argument (small models only).
+
+        The optimizer state is that of a run in progress (step 10, small nonzero moments),
+        not a fresh one: Adam's first step divides each gradient by its own magnitude, so
+        float noise in a near-zero gradient becomes a full +-lr update, and two correct
+        executions (sharded and unsharded) would differ by that much. A warm state keeps
+        the outputs well conditioned for equivalence checks.
+        """
         n = self.num_params()
         if n > MAX_EXAMPLE_PARAMS:
             raise ModelConfigError(
@@ -77,10 +84,15 @@ class TrainStepSetup:
                 f"models up to {MAX_EXAMPLE_PARAMS:,} (use a smaller preset)"
             )
         params = self.model.init_params(self.config, seed)
+        rng = np.random.default_rng(seed + 1)
+
+        def moment(p: np.ndarray, low: float, high: float) -> np.ndarray:
+            return rng.uniform(low, high, np.shape(p)).astype(np.float32)
+
         opt_state = AdamState(
-            mu=jax.tree.map(np.zeros_like, params),
-            nu=jax.tree.map(np.zeros_like, params),
-            step=np.zeros((), np.int32),
+            mu=jax.tree.map(lambda p: moment(p, -1e-3, 1e-3), params),
+            nu=jax.tree.map(lambda p: moment(p, 1e-6, 1e-5), params),
+            step=np.asarray(10, np.int32),
         )
         batch = self.model.example_batch(self.config, np.random.default_rng(seed))
         return [np.asarray(x) for x in jax.tree.leaves((params, opt_state, batch))]

@@ -66,6 +66,7 @@ class OutputComparison:
     max_rel_err: float
     ok: bool
     note: str = ""  # why it mismatches beyond the numbers (shape, NaNs)
+    nonfinite: int = 0  # NaN/Inf elements in the reference output (they compare equal)
 
     @property
     def key(self) -> str:
@@ -75,7 +76,10 @@ class OutputComparison:
         """`out0: [8,4] float32 max_abs_err=1.2e-07 max_rel_err=3.1e-07 ok`."""
         shape = "[" + ",".join(map(str, self.shape)) + "]"
         verdict = "ok" if self.ok else "MISMATCH"
-        note = f" ({self.note})" if self.note else ""
+        notes = [self.note] if self.note else []
+        if self.nonfinite:
+            notes.append(f"{self.nonfinite} NaN/Inf in the reference")
+        note = f" ({'; '.join(notes)})" if notes else ""
         return (f"{self.key}: {shape} {self.dtype} max_abs_err={self.max_abs_err:.3g} "
                 f"max_rel_err={self.max_rel_err:.3g} {verdict}{note}")
 
@@ -92,10 +96,16 @@ class ReferenceReport:
     def mismatches(self) -> tuple[OutputComparison, ...]:
         return tuple(c for c in self.comparisons if not c.ok)
 
+    @property
+    def nonfinite_outputs(self) -> tuple[OutputComparison, ...]:
+        return tuple(c for c in self.comparisons if c.nonfinite)
+
     def summary_line(self) -> str:
         n = len(self.comparisons)
+        weak = len(self.nonfinite_outputs)
+        caveat = f"; {weak} with NaN/Inf in the reference, compared as equal there" if weak else ""
         if self.passed:
-            return f"reference check: PASS ({n} output{'s' if n != 1 else ''} match)"
+            return f"reference check: PASS ({n} output{'s' if n != 1 else ''} match{caveat})"
         bad = ", ".join(c.key for c in self.mismatches)
         return f"reference check: FAIL ({len(self.mismatches)} of {n} outputs mismatch: {bad})"
 
@@ -126,7 +136,8 @@ def compare_output(
     max_abs = float(diff.max()) if diff.size else 0.0
     max_rel = float(rel.max()) if rel.size else 0.0
     note = "" if ok else ("NaN/Inf differ" if not np.isfinite(max_abs) else "")
-    return OutputComparison(index, shape, dtype.name, max_abs, max_rel, ok, note)
+    nonfinite = int(np.count_nonzero(~np.isfinite(e))) if _is_inexact(dtype) else 0
+    return OutputComparison(index, shape, dtype.name, max_abs, max_rel, ok, note, nonfinite)
 
 
 def compare_outputs(

@@ -2,6 +2,7 @@
 
     alpa-export MODEL [--preset NAME] [--batch-size N] [--seq-len N] [--num-layers N]
                 [--set FIELD=VALUE ...] [--no-donate] [--no-debug-info] [-o FILE.mlir]
+                [--example-inputs FILE.npz [--seed S]]
     alpa-export --list
 
 Argument parsing and printing only; the models and the export live in `alpa_mlir.models`.
@@ -17,8 +18,9 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from alpa_mlir.models.errors import ModelConfigError
-from alpa_mlir.models.export import export_train_step
+from alpa_mlir.models.export import example_inputs, export_train_step
 from alpa_mlir.models.registry import all_models, get_model, parse_override
+from alpa_mlir.runtime.inputs import save_inputs
 
 PROG = "alpa-export"
 # Command-line flags that set a config field of the same name (where the model has it).
@@ -76,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-o", "--output", default="-", help="output file ('-' = stdout, the default)"
     )
+    parser.add_argument(
+        "--example-inputs",
+        metavar="FILE.npz",
+        default=None,
+        help="also write concrete inputs (arg0, arg1, ...: initialized parameters, a warm "
+        "optimizer state, a random batch) for alpa-run --inputs (small models only)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of --example-inputs")
     return parser
 
 
@@ -144,6 +154,12 @@ def run(argv: Sequence[str] | None) -> int:
         args.model, args.preset, donate=args.donate, debug_info=args.debug_info, **overrides
     )
     write_output(text, args.output)
+    if args.example_inputs:
+        inputs = example_inputs(args.model, args.preset, seed=args.seed, **overrides)
+        try:
+            save_inputs(args.example_inputs, inputs)
+        except OSError as e:
+            raise UsageError(f"cannot write {args.example_inputs}: {e.strerror or e}") from e
     return 0
 
 

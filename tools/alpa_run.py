@@ -34,7 +34,12 @@ from alpa_mlir.runtime.devices import ensure_local_devices
 from alpa_mlir.runtime.errors import ExecutionError
 from alpa_mlir.runtime.inputs import load_inputs, random_inputs, save_outputs
 from alpa_mlir.runtime.module_kind import ModuleKind, module_kind, spmd_mesh
-from alpa_mlir.runtime.reference import Tolerance, compare_outputs, compile_reference
+from alpa_mlir.runtime.reference import (
+    ReferenceReport,
+    Tolerance,
+    compare_outputs,
+    compile_reference,
+)
 from alpa_mlir.runtime.signature import format_tensor
 from alpa_mlir.runtime.spmd import CompileSettings, Program, compile_program, required_devices
 
@@ -62,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats", action="store_true", help="print XLA's cost analysis and memory statistics")
     p.add_argument("--rtol", type=float, default=None, help="relative tolerance of float outputs (default per dtype; f32: 1e-4)")
     p.add_argument("--atol", type=float, default=None, help="absolute tolerance of float outputs (default per dtype; f32: 1e-5)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="list every argument and output (default: a summary for large modules)")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks")
     return p
 
@@ -104,12 +111,40 @@ def _device_count(args: argparse.Namespace, loaded: LoadedModule) -> int:
     return int(args.devices)
 
 
-def print_program(program: Program, out: TextIO) -> None:
+# Above this many arguments / outputs, print a summary unless --verbose.
+LIST_LIMIT = 16
+
+
+def print_program(program: Program, out: TextIO, verbose: bool) -> None:
     print(f"mesh: {program.mesh.describe()}", file=out)
-    for spec, text in zip(program.signature.args, program.input_descriptions, strict=True):
-        donated = " donated" if spec.donated else ""
-        print(f"  {spec.key}: {format_tensor(spec.info)} {text}{donated}", file=out)
+    args = program.signature.args
+    if verbose or len(args) <= LIST_LIMIT:
+        for spec, text in zip(args, program.input_descriptions, strict=True):
+            donated = " donated" if spec.donated else ""
+            print(f"  {spec.key}: {format_tensor(spec.info)} {text}{donated}", file=out)
+    else:
+        groups: dict[str, list[str]] = {}
+        for spec, text in zip(args, program.input_descriptions, strict=True):
+            groups.setdefault(text, []).append(spec.key)
+        n_donated = sum(1 for spec in args if spec.donated)
+        print(f"  {len(args)} arguments ({n_donated} donated); by placement (--verbose lists each):", file=out)
+        for text, keys in groups.items():
+            shown = ", ".join(keys[:6]) + (", ..." if len(keys) > 6 else "")
+            print(f"    {len(keys)} x {text}: {shown}", file=out)
     print(f"compile: {_ms(program.compile_seconds)}", file=out)
+
+
+def print_report(report: ReferenceReport, out: TextIO, verbose: bool) -> None:
+    comparisons = report.comparisons
+    if verbose or len(comparisons) <= LIST_LIMIT:
+        shown = comparisons
+    else:
+        shown = tuple(c for c in comparisons if not c.ok or c.nonfinite)
+        worst = max(comparisons, key=lambda c: (c.max_rel_err, c.max_abs_err))
+        print(f"worst output: {worst.line()}", file=out)
+    for comparison in shown:
+        print(comparison.line(), file=out)
+    print(report.summary_line(), file=out)
 
 
 def print_stats(program: Program, out: TextIO) -> None:
@@ -127,7 +162,7 @@ def run_spmd(args: argparse.Namespace, loaded: LoadedModule, out: TextIO) -> int
     devices = ensure_local_devices(_device_count(args, loaded))
     program = compile_program(loaded.module, devices, CompileSettings(count_collectives=args.collectives))
     print(f"module: {loaded.name} ({program.kind.value})", file=out)
-    print_program(program, out)
+    print_program(program, out, args.verbose)
     inputs = (load_inputs(args.inputs, program.signature) if args.inputs
               else random_inputs(program.signature, args.seed))
     timed = program.run_timed(inputs, args.repeat)
@@ -145,9 +180,7 @@ def run_spmd(args: argparse.Namespace, loaded: LoadedModule, out: TextIO) -> int
     reference = compile_reference(loaded.module, devices[0])
     expected = reference.run(inputs)
     report = compare_outputs(list(timed.outputs), expected, Tolerance(args.rtol, args.atol))
-    for comparison in report.comparisons:
-        print(comparison.line(), file=out)
-    print(report.summary_line(), file=out)
+    print_report(report, out, args.verbose)
     return 0 if report.passed else 1
 
 

@@ -106,3 +106,19 @@ def test_console_script_reports_errors_without_traceback() -> None:
     assert result.returncode == 1
     assert "alpa-export: error: unknown preset 'nope'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_example_inputs_feed_alpa_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from alpa_mlir.tools import alpa_run
+
+    module, inputs = tmp_path / "mlp.mlir", tmp_path / "mlp.npz"
+    assert main(["mlp", "-o", str(module), "--example-inputs", str(inputs), "--seed", "3"]) == 0
+    import numpy as np
+
+    with np.load(inputs) as npz:
+        assert sorted(npz.files, key=lambda k: int(k[3:]))[0] == "arg0"
+        assert all(np.all(np.isfinite(npz[k])) for k in npz.files)
+    capsys.readouterr()
+    assert alpa_run.main([str(module), "--inputs", str(inputs), "--reference"]) == 0
+    out = capsys.readouterr().out
+    assert "reference check: PASS" in out and "NaN" not in out

@@ -156,7 +156,7 @@ def test_tiny_training_step_runs_and_reduces_the_loss(name: str) -> None:
         losses.append(float(loss))
     assert all(math.isfinite(x) for x in losses), losses
     assert losses[-1] < losses[0], losses
-    assert int(opt_state.step) == 4
+    assert int(opt_state.step) == 10 + 4  # example inputs start from a warm optimizer (step 10)
 
 
 def test_overrides_change_shapes() -> None:
