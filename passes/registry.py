@@ -14,6 +14,8 @@ from .pass_base import Pass
 _PASSES = MappingProxyType(
     {
         "alpa-annotate-flops": "alpa_mlir.passes.annotate_flops:AnnotateFlopsPass",
+        "alpa-auto-sharding": "alpa_mlir.passes.auto_sharding:AutoShardingPass",
+        "alpa-inline-calls": "alpa_mlir.passes.inline_calls:InlineCallsPass",
         "alpa-strip-sharding": "alpa_mlir.passes.strip_sharding:StripShardingPass",
     }
 )

@@ -1,0 +1,59 @@
+"""Write a chosen plan back into the module.
+
+Shardy (default): `sdy.mesh @mesh`, `sdy.sharding` on every @main argument and result,
+and an `sdy.sharding_constraint` after every op result the plan lays out (constants,
+iota and scalars excepted: their users' constraints fix them). XLA ignores `sdy.sharding`
+attributes on op results, so constraint ops are what steers its partitioner.
+"""
+
+from __future__ import annotations
+
+from jax.extend.mlir import ir
+
+from alpa_mlir.dialect_utils import sharding as S
+
+from .mesh import LogicalMesh
+from .problem import StrategyGraph
+from .spec import TensorSpec
+
+MESH_NAME = "mesh"
+_UNCONSTRAINED = frozenset(("stablehlo.constant", "stablehlo.iota"))
+
+
+def to_sharding(spec: TensorSpec, mesh: LogicalMesh, mesh_name: str = MESH_NAME) -> S.Sharding:
+    return S.Sharding.from_axes(mesh_name, [tuple(mesh.axis_names[a] for a in dim) for dim in spec])
+
+
+def sdy_mesh(mesh: LogicalMesh) -> S.Mesh:
+    return S.Mesh.from_shape(mesh.shape, mesh.axis_names)
+
+
+def write_sdy(module: ir.Module, sg: StrategyGraph, choices: tuple[int, ...]) -> int:
+    """Annotate `module` (whose @main `sg` describes). Returns the number of
+    sharding constraints inserted."""
+    mesh = sg.mesh
+    S.set_mesh(module, MESH_NAME, sdy_mesh(mesh))
+    func = sg.graph.func_op
+    for arg in sg.graph.args:
+        if arg.info.dtype == "token":
+            continue
+        S.set_arg_sharding(func, arg.index, to_sharding(sg.output_spec(arg, choices), mesh))
+    for j, value in enumerate(sg.graph.returned):
+        if value.info.dtype == "token":
+            continue
+        S.set_result_sharding(func, j, to_sharding(sg.output_spec(value, choices), mesh))
+    inserted = 0
+    for node in sg.nodes:
+        if node.op is None or node.op.name in _UNCONSTRAINED:
+            continue
+        strategy = node.strategies[choices[node.index]]
+        for result, spec in zip(node.op.results, strategy.outputs, strict=True):
+            if result.info.rank == 0 or result.info.dtype == "token":
+                continue
+            S.insert_sharding_constraint(result.value, to_sharding(spec, mesh), node.op.location)
+            inserted += 1
+    with module.context:
+        module.operation.attributes["mhlo.num_partitions"] = ir.IntegerAttr.get(
+            ir.IntegerType.get_signless(32), mesh.size
+        )
+    return inserted

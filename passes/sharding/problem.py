@@ -1,0 +1,193 @@
+"""The strategy graph of one function: a decision node per argument and per op, follow
+links, resharding edges, liveness; and its translation into an `ilp.IlpProblem`.
+
+    args ──► op ──► op(follow) ──► ...      node = strategies of one value producer
+             ▲        edges carry resharding costs producer layout -> required layout
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from jax.extend.mlir import ir
+
+from alpa_mlir.dialect_utils.graph import FunctionGraph, OpNode, ValueNode
+
+from .ilp import IlpEdge, IlpNode, IlpPairConstraint, IlpProblem
+from .mesh import LogicalMesh
+from .spec import TensorSpec, enumerate_specs, resharding_cost, shard_count
+from .strategy import Follow, RuleContext, Strategy, strategies_for
+
+# Replicated copies of an argument cost this fraction of what moving its per-device
+# bytes over the fastest link costs: a tie-breaker toward sharded parameters.
+REPLICATION_PENALTY = 1e-3
+
+
+@dataclass
+class PlanNode:
+    """One decision node: an argument or a top-level op."""
+
+    index: int
+    strategies: list[Strategy]
+    op: OpNode | None = None  # None for an argument
+    arg: ValueNode | None = None
+    follow: int | None = None  # plan node whose choice this node copies
+    fallback: bool = False  # no rule knew the op: replicated
+
+    @property
+    def name(self) -> str:
+        if self.op is not None:
+            return f"{self.op.name}#{self.op.index}"
+        assert self.arg is not None
+        return f"arg{self.arg.index}"
+
+
+@dataclass
+class StrategyGraph:
+    graph: FunctionGraph
+    mesh: LogicalMesh
+    nodes: list[PlanNode] = field(default_factory=list)
+    producer: dict[ir.Value, tuple[int, int]] = field(default_factory=dict)  # value -> (node, result)
+    edges: list[IlpEdge] = field(default_factory=list)
+
+    def output_spec(self, value: ValueNode, choices: tuple[int, ...]) -> TensorSpec:
+        n, r = self.producer[value.value]
+        return self.nodes[n].strategies[choices[n]].outputs[r]
+
+    @property
+    def fallbacks(self) -> list[PlanNode]:
+        return [n for n in self.nodes if n.fallback]
+
+
+def build(graph: FunctionGraph, ctx: RuleContext) -> StrategyGraph:
+    sg = StrategyGraph(graph, ctx.mesh)
+    min_beta = min((b for b in ctx.mesh.beta if b > 0), default=0.0)
+    for arg in graph.args:
+        specs = list(enumerate_specs(arg.info.shape, ctx.mesh)) if arg.info.rank else [()]
+        strategies = [
+            Strategy(
+                "arg",
+                (spec,),
+                (),
+                REPLICATION_PENALTY * min_beta * arg.info.nbytes / shard_count(spec, ctx.mesh),
+            )
+            for spec in specs
+        ]
+        _add(sg, PlanNode(len(sg.nodes), strategies, arg=arg), [arg])
+    cache: dict[tuple[TensorSpec, TensorSpec, int], float] = {}
+    for op in graph.ops:
+        result, known = strategies_for(op, ctx)
+        if isinstance(result, Follow):
+            producers = [sg.producer[op.operands[k].value] for k in result.operands]
+            src, r = max(producers, key=lambda p: len(sg.nodes[p[0]].strategies))
+            strategies = [result.derive(s.outputs[r]) for s in sg.nodes[src].strategies]
+            node = PlanNode(len(sg.nodes), strategies, op=op, follow=src)
+        else:
+            node = PlanNode(len(sg.nodes), result, op=op, fallback=not known)
+        _add(sg, node, list(op.results))
+        _connect(sg, node, cache, ctx.options.allow_all_to_all)
+    return sg
+
+
+def _add(sg: StrategyGraph, node: PlanNode, values: list[ValueNode]) -> None:
+    sg.nodes.append(node)
+    for r, v in enumerate(values):
+        sg.producer[v.value] = (node.index, r)
+
+
+def _connect(
+    sg: StrategyGraph,
+    node: PlanNode,
+    cache: dict[tuple[TensorSpec, TensorSpec, int], float],
+    allow_all_to_all: bool,
+) -> None:
+    assert node.op is not None
+    for k, operand in enumerate(node.op.operands):
+        if all(s.inputs[k] is None for s in node.strategies):
+            continue
+        src, r = sg.producer[operand.value]
+        nbytes = operand.info.nbytes
+        rows = []
+        for s in sg.nodes[src].strategies:
+            have = s.outputs[r]
+            row = []
+            for t in node.strategies:
+                want = t.inputs[k]
+                if want is None:
+                    row.append(0.0)
+                    continue
+                key = (have, want, nbytes)
+                if key not in cache:
+                    cache[key] = resharding_cost(have, want, nbytes, sg.mesh, allow_all_to_all)
+                row.append(cache[key])
+            rows.append(tuple(row))
+        sg.edges.append(IlpEdge(src, node.index, tuple(rows)))
+
+
+def alias_pairs(sg: StrategyGraph, aliases: dict[int, int]) -> list[IlpPairConstraint]:
+    """Donated argument i and result j (`tf.aliasing_output = j`) share a layout."""
+    pairs = []
+    for i, j in sorted(aliases.items()):
+        if j >= len(sg.graph.returned):
+            continue
+        arg_node = sg.producer[sg.graph.args[i].value][0]
+        res_node, r = sg.producer[sg.graph.returned[j].value]
+        if res_node == arg_node:
+            continue
+        allowed = tuple(
+            (a, b)
+            for a, sa in enumerate(sg.nodes[arg_node].strategies)
+            for b, sb in enumerate(sg.nodes[res_node].strategies)
+            if sa.outputs[0] == sb.outputs[r]
+        )
+        if allowed:
+            pairs.append(IlpPairConstraint(arg_node, res_node, allowed))
+    return pairs
+
+
+def live_sets(sg: StrategyGraph) -> list[tuple[int, ...]]:
+    """Plan nodes whose outputs are alive at each op (arguments live throughout): a sweep
+    over [producer, last use] intervals."""
+    end = len(sg.graph.ops)
+    last_use: dict[int, int] = {}
+    for op in sg.graph.ops:
+        for operand in op.operands:
+            last_use[sg.producer[operand.value][0]] = op.index
+    for v in sg.graph.returned:
+        last_use[sg.producer[v.value][0]] = end
+    live = {n.index for n in sg.nodes if n.arg is not None}
+    expiring: dict[int, list[int]] = {}
+    sets = []
+    op_nodes = {n.op.index: n.index for n in sg.nodes if n.op is not None}
+    for t in range(end):
+        node = op_nodes.get(t)
+        if node is not None:
+            live.add(node)
+            expiring.setdefault(last_use.get(node, t), []).append(node)
+        sets.append(tuple(sorted(live)))
+        for done in expiring.pop(t, []):
+            live.discard(done)
+    return sets
+
+
+def to_problem(
+    sg: StrategyGraph,
+    pairs: list[IlpPairConstraint],
+    memory_budget: float | None,
+) -> IlpProblem:
+    mesh = sg.mesh
+    nodes = []
+    for n in sg.nodes:
+        values = [n.arg] if n.arg is not None else list(n.op.results) if n.op is not None else []
+        memory = tuple(
+            sum(v.info.nbytes / shard_count(s.outputs[r], mesh) for r, v in enumerate(values))
+            for s in n.strategies
+        )
+        nodes.append(IlpNode(tuple(s.cost for s in n.strategies), n.follow, memory, n.name))
+    return IlpProblem(
+        tuple(nodes),
+        tuple(sg.edges),
+        tuple(pairs),
+        tuple(live_sets(sg)) if memory_budget is not None else (),
+        memory_budget,
+    )
