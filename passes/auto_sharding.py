@@ -55,6 +55,10 @@ class AutoShardingPass(Pass):
     cluster: str = field(default="alpa-abstract", metadata={"help": "preset name (p3.16xlarge, a100-8, ...) or a .json file"})
     memory_budget: int | None = field(default=None, metadata={"help": "per-device bytes the plan's live tensors may use"})
     allow_all_to_all: bool = field(default=True, metadata={"help": "let resharding use all-to-all"})
+    prefer_reduce_scatter: bool = field(
+        default=False,
+        metadata={"help": "reduce-scatter partial sums instead of all-reducing them (ZeRO-2 gradients)"},
+    )
     solver: SolverChoice = field(default=SolverChoice.AUTO, metadata={"help": "ILP solver"})
     time_limit: float | None = field(default=None, metadata={"help": "solver time limit, s (best incumbent after it)"})
     report: str = field(default="", metadata={"help": "write a JSON report of the plan to this path"})
@@ -73,7 +77,7 @@ class AutoShardingPass(Pass):
         strip_shardings(module)
         func = main_function(module)
         graph = FunctionGraph(func)
-        rule_ctx = RuleContext(mesh, 1.0 / cluster.peak_flops, Options(allow_all_to_all=self.allow_all_to_all))
+        rule_ctx = RuleContext(mesh, 1.0 / cluster.peak_flops, Options(allow_all_to_all=self.allow_all_to_all, prefer_reduce_scatter=self.prefer_reduce_scatter))
         sg = problem.build(graph, rule_ctx)
         for node in sg.fallbacks:
             assert node.op is not None

@@ -1,8 +1,9 @@
 """Write a chosen plan back into the module.
 
 Shardy (default): `sdy.mesh @mesh`, `sdy.sharding` on every @main argument and result,
-and an `sdy.sharding_constraint` after every op result the plan lays out (constants,
-iota and scalars excepted: their users' constraints fix them). XLA ignores `sdy.sharding`
+and an `sdy.sharding_constraint` after every op result the plan lays out (free
+producers -- constants, iota, broadcast scalars -- and scalars excepted: their users'
+constraints fix them). XLA ignores `sdy.sharding`
 attributes on op results, so constraint ops are what steers its partitioner.
 """
 
@@ -17,7 +18,6 @@ from .problem import StrategyGraph
 from .spec import TensorSpec
 
 MESH_NAME = "mesh"
-_UNCONSTRAINED = frozenset(("stablehlo.constant", "stablehlo.iota"))
 
 
 def to_sharding(spec: TensorSpec, mesh: LogicalMesh, mesh_name: str = MESH_NAME) -> S.Sharding:
@@ -44,7 +44,7 @@ def write_sdy(module: ir.Module, sg: StrategyGraph, choices: tuple[int, ...]) ->
         S.set_result_sharding(func, j, to_sharding(sg.output_spec(value, choices), mesh))
     inserted = 0
     for node in sg.nodes:
-        if node.op is None or node.op.name in _UNCONSTRAINED:
+        if node.op is None or node.free:
             continue
         strategy = node.strategies[choices[node.index]]
         for result, spec in zip(node.op.results, strategy.outputs, strict=True):

@@ -4,22 +4,30 @@ Input: nodes v, each with costs c_v[i] per strategy i (compute + communication, 
 resharding edges (u, v) with matrices R_uv[i][j], pair constraints, and optionally a
 per-device memory budget over liveness sets. Output: one strategy index per node.
 
-Before the solver sees it, the graph shrinks:
+Before the solver sees it, the graph shrinks (all exact):
   1. follow-merge: a node with `follow = k` takes node k's index; its costs are added to
      its root's (follow chains resolve transitively), an edge inside one root adds its
      diagonal R[k][k], and parallel edges between two roots are summed;
   2. edge folding: an all-zero matrix is dropped; one whose rows are all equal adds its
      row to the dst costs, one whose columns are all equal its column to the src costs;
-     a node with one strategy gets no variable and its edges fold into the neighbours.
+     a node with one strategy gets no variable and its edges fold into the neighbours;
+  3. elimination (`SolverOptions.eliminate`, not in Alpa): a node outside pair constraints
+     and budgeted live sets with at most two neighbours u (, w) leaves the problem, its
+     best index tabulated per neighbour choice: c_u[i] += min_j (R_uv[i][j] + c_v[j]), or
+     a new edge R_uw[i][k] = min_j (R_uv[i][j] + c_v[j] + R_vw[j][k]) (PBQP's reductions
+     R0/RI/RII). Chains and trees never reach the solver; residual blocks shrink to a few
+     nodes.
 
-Formulation (Alpa's), over the reduced graph:
+Formulation (Alpa's), over what is left:
     min  sum_v sum_i c_v[i] s_v[i]  +  sum_(u,v) sum_ij R_uv[i][j] e_uv[i][j]
     s.t. sum_i s_v[i] = 1                       s_v[i] in {0, 1}
          sum_j e_uv[i][j] = s_u[i]  for all i    0 <= e_uv[i][j] <= 1
          sum_i e_uv[i][j] = s_v[j]  for all j
          s_a[i] <= sum_{j: (i,j) allowed} s_b[j]   (and symmetrically), per pair (a, b)
          sum_{v live at t} sum_i m_v[i] s_v[i] <= budget   for every program point t
-A cost of +inf forbids that strategy (or strategy pair: e_uv[i][j] <= 0).
+A cost of +inf forbids that strategy (or strategy pair: e_uv[i][j] <= 0). The solver
+starts from a greedy plan (each node in order picks its best index given those before),
+so a time limit still returns a plan when that one is feasible.
 
 Numerics: costs are divided by the largest finite |cost| and memory by the largest memory
 before the solver sees them; the objective is reported in the original units, evaluated
@@ -27,9 +35,10 @@ exactly on the chosen strategies. The memory budget holds up to the solver's fea
 tolerance (about 1e-6 of the largest memory value).
 
 Determinism: fixed solver settings, one thread by default, and a tie-break: strategy i of
-a node costs an extra eps*i (scaled units) with eps = 1e-6 / sum_v (k_v - 1), so among
-equal-cost plans the solver prefers lower indices. The bias moves the objective by at
-most 1e-6 of the largest cost.
+a node costs an extra eps*i with eps = 1e-6 * (largest |cost|) / sum_v (k_v - 1), seen
+alike by elimination and the ILP, so among equal-cost plans the one with the smallest sum
+of indices wins (ties among those: deterministic, unspecified). The bias moves the
+objective by at most 1e-6 of the largest cost.
 """
 
 from __future__ import annotations
@@ -394,7 +403,7 @@ def _model(
     s = {r: [solver.BoolVar("") for _ in c] for r, c in red.costs.items() if len(c) > 1}
     for r, svars in s.items():
         _row(solver, s, 1, 1, [(r, i, 1.0) for i in range(len(svars))])
-        for i, (x, c) in enumerate(zip(svars, red.costs[r], strict=True)):
+        for x, c in zip(svars, red.costs[r], strict=True):
             if c == math.inf:
                 x.SetUb(0)
             elif not min_peak:

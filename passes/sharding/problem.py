@@ -15,8 +15,8 @@ from alpa_mlir.dialect_utils.graph import FunctionGraph, OpNode, ValueNode
 
 from .ilp import IlpEdge, IlpNode, IlpPairConstraint, IlpProblem
 from .mesh import LogicalMesh
-from .spec import TensorSpec, enumerate_specs, resharding_cost, shard_count
-from .strategy import Follow, RuleContext, Strategy, strategies_for
+from .spec import TensorSpec, enumerate_specs, replicated, resharding_cost, shard_count
+from .strategy import Follow, Free, RuleContext, Strategy, strategies_for
 
 # Replicated copies of an argument cost this fraction of what moving its per-device
 # bytes over the fastest link costs: a tie-breaker toward sharded parameters.
@@ -33,6 +33,7 @@ class PlanNode:
     arg: ValueNode | None = None
     follow: int | None = None  # plan node whose choice this node copies
     fallback: bool = False  # no rule knew the op: replicated
+    free: bool = False  # any layout at no cost (constants, iota, broadcast scalars)
 
     @property
     def name(self) -> str:
@@ -79,9 +80,13 @@ def build(graph: FunctionGraph, ctx: RuleContext) -> StrategyGraph:
         result, known = strategies_for(op, ctx)
         if isinstance(result, Follow):
             producers = [sg.producer[op.operands[k].value] for k in result.operands]
-            src, r = max(producers, key=lambda p: len(sg.nodes[p[0]].strategies))
+            src, r = max(producers, key=lambda p: (not sg.nodes[p[0]].free, len(sg.nodes[p[0]].strategies)))
             strategies = [result.derive(s.outputs[r]) for s in sg.nodes[src].strategies]
             node = PlanNode(len(sg.nodes), strategies, op=op, follow=src)
+        elif isinstance(result, Free):
+            outputs = tuple(replicated(v.info.rank) for v in op.results)
+            free = Strategy("free", outputs, tuple(None for _ in op.operands), 0.0)
+            node = PlanNode(len(sg.nodes), [free], op=op, free=True)
         else:
             node = PlanNode(len(sg.nodes), result, op=op, fallback=not known)
         _add(sg, node, list(op.results))
@@ -106,6 +111,8 @@ def _connect(
         if all(s.inputs[k] is None for s in node.strategies):
             continue
         src, r = sg.producer[operand.value]
+        if sg.nodes[src].free:
+            continue
         nbytes = operand.info.nbytes
         rows = []
         for s in sg.nodes[src].strategies:

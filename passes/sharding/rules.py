@@ -17,8 +17,8 @@ from alpa_mlir.dialect_utils.graph import OpNode
 
 from . import rules_contraction, rules_indexing
 from .mesh import Axes
-from .spec import TensorSpec, dim_factor, enumerate_specs, replicated
-from .strategy import Follow, PlannedCollective, RuleContext, Strategy
+from .spec import TensorSpec, dim_factor
+from .strategy import Follow, Free, PlannedCollective, RuleContext, Strategy
 
 
 def _clear(spec: TensorSpec, dims: set[int]) -> TensorSpec:
@@ -102,7 +102,7 @@ def transpose(node: OpNode, ctx: RuleContext) -> Follow:
     return Follow((0,), derive)
 
 
-def broadcast_in_dim(node: OpNode, ctx: RuleContext) -> list[Strategy] | Follow:
+def broadcast_in_dim(node: OpNode, ctx: RuleContext) -> Free | Follow:
     """A broadcast scalar can take any layout for free; otherwise follow the operand."""
     if node.operands[0].info.rank == 0:
         return source(node, ctx)
@@ -201,15 +201,12 @@ def _pieces(spec: TensorSpec, shape: tuple[int, ...]) -> int:
     return n
 
 
-def source(node: OpNode, ctx: RuleContext) -> list[Strategy]:
+def source(node: OpNode, ctx: RuleContext) -> Free:
     """constant / iota / broadcast of a scalar: any layout is free to produce."""
-    info = node.results[0].info
-    if info.rank == 0 or (node.name == "stablehlo.constant" and info.num_elements == 1):
-        return [Strategy("replicated", (replicated(info.rank),), (), 0.0)]
-    return [Strategy("source", (spec,), tuple(None for _ in node.operands), 0.0) for spec in enumerate_specs(info.shape, ctx.mesh)]
+    return Free()
 
 
-RuleFn = Callable[[OpNode, RuleContext], "list[Strategy] | Follow | None"]
+RuleFn = Callable[[OpNode, RuleContext], "list[Strategy] | Follow | Free | None"]
 
 _RULES: dict[str, RuleFn] = {
     "stablehlo.dot_general": rules_contraction.dot_general,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from alpa_mlir.dialect_utils.graph import OpNode
 
+from .mesh import LogicalMesh
 from .spec import TensorSpec, is_valid
 from .strategy import PlannedCollective, RuleContext, Strategy
 
@@ -62,16 +63,40 @@ def _assignments(node: OpNode, ctx: RuleContext, roles: list[Role]) -> list[Stra
         if not (is_valid(lhs_spec, lhs_info.shape, mesh) and is_valid(rhs_spec, rhs_info.shape, mesh)
                 and is_valid(out_spec, out_info.shape, mesh)):
             continue
-        cost = ctx.compute_cost(node, (out_spec,)) * _contraction_share(choice, axes, mesh.shape)
-        collectives: tuple[PlannedCollective, ...] = ()
-        if reduce_axes:
-            group = tuple(reduce_axes)
-            local = out_info.nbytes / _pieces(out_spec, mesh.shape)
-            cost += mesh.all_reduce_cost(local, group)
-            collectives = (PlannedCollective("all-reduce", group, local),)
+        compute = ctx.compute_cost(node, (out_spec,)) * _contraction_share(choice, axes, mesh.shape)
         name = "x".join(role.name for role in choice) or "single"
-        strategies.append(Strategy(name, (out_spec,), (lhs_spec, rhs_spec), cost, collectives))
+        if not reduce_axes:
+            strategies.append(Strategy(name, (out_spec,), (lhs_spec, rhs_spec), compute))
+            continue
+        group = tuple(reduce_axes)
+        local = out_info.nbytes / _pieces(out_spec, mesh.shape)
+        scattered = _reduce_scatter_layouts(out_spec, group, out_info.shape, mesh) if ctx.options.prefer_reduce_scatter else []
+        for scatter_spec in scattered:
+            strategies.append(Strategy(
+                name + "-rs", (scatter_spec,), (lhs_spec, rhs_spec),
+                compute + mesh.reduce_scatter_cost(local, group),
+                (PlannedCollective("reduce-scatter", group, local),),
+            ))
+        if not scattered:
+            strategies.append(Strategy(
+                name, (out_spec,), (lhs_spec, rhs_spec),
+                compute + mesh.all_reduce_cost(local, group),
+                (PlannedCollective("all-reduce", group, local),),
+            ))
     return strategies
+
+
+def _reduce_scatter_layouts(
+    out_spec: TensorSpec, group: tuple[int, ...], shape: tuple[int, ...], mesh: LogicalMesh
+) -> list[TensorSpec]:
+    """Output layouts that scatter the partial sums over `group`: the group's axes
+    appended (minor) to one output dim that stays divisible."""
+    layouts = []
+    for d in range(len(out_spec)):
+        spec = tuple(tuple(dim) + group if i == d else tuple(dim) for i, dim in enumerate(out_spec))
+        if is_valid(spec, shape, mesh):
+            layouts.append(spec)
+    return layouts
 
 
 def _pieces(spec: TensorSpec, shape: tuple[int, ...]) -> int:

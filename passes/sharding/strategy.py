@@ -50,6 +50,13 @@ class Follow:
 
 
 @dataclass(frozen=True)
+class Free:
+    """The op makes its result in any layout at no cost (constants, iota, broadcast
+    scalars): it is no decision of the ILP, and edges out of it cost nothing: XLA builds
+    each consumer the piece it needs locally."""
+
+
+@dataclass(frozen=True)
 class Options:
     """Planner options the rules read."""
 
@@ -72,7 +79,7 @@ class RuleContext:
         return flops * self.flop_cost / pieces
 
 
-Rule = Callable[[OpNode, RuleContext], "list[Strategy] | Follow | None"]
+Rule = Callable[[OpNode, RuleContext], "list[Strategy] | Follow | Free | None"]
 
 
 def replicated_strategy(node: OpNode, ctx: RuleContext, name: str = "replicated") -> Strategy:
@@ -82,7 +89,7 @@ def replicated_strategy(node: OpNode, ctx: RuleContext, name: str = "replicated"
     return Strategy(name, outputs, inputs, ctx.compute_cost(node, outputs))
 
 
-def strategies_for(node: OpNode, ctx: RuleContext) -> tuple[list[Strategy] | Follow, bool]:
+def strategies_for(node: OpNode, ctx: RuleContext) -> tuple[list[Strategy] | Follow | Free, bool]:
     """The op's strategies (or follow), and whether a rule knew the op (False: the
     replicated fallback was used and the caller should warn)."""
     from .rules import RULES
@@ -90,6 +97,6 @@ def strategies_for(node: OpNode, ctx: RuleContext) -> tuple[list[Strategy] | Fol
     rule = RULES.get(node.name)
     if rule is not None:
         result = rule(node, ctx)
-        if result is not None and (isinstance(result, Follow) or result):
+        if result is not None and (isinstance(result, Follow | Free) or result):
             return result, True
     return [replicated_strategy(node, ctx)], rule is not None

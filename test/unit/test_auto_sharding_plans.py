@@ -3,6 +3,9 @@ and its outputs run sharded equal to the single-device run."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -103,3 +106,38 @@ def test_output_is_deterministic() -> None:
 @pytest.mark.parametrize("mesh", ["4", "8", "2x2", "2x4"])
 def test_mlp_plans_match_single_device(mesh: str) -> None:
     run_and_compare(plan(mlp_step(batch=64, hidden=32, ffn=64), f"mesh={mesh}"))
+
+
+def test_moe_experts_split_over_experts_with_all_to_all() -> None:
+    from alpa_mlir.models.export import argument_names, example_inputs, export_train_step
+
+    sizes = {"num_experts": 8, "batch_size": 16, "hidden_size": 64, "mlp_ratio": 32, "num_layers": 1}
+    module = plan(export_train_step("moe", "tiny", debug_info=False, **sizes), "mesh=8")
+    names = argument_names("moe", "tiny", **sizes)
+    func = main_function(module)
+    experts = [i for i, n in enumerate(names) if n.endswith((".moe.wi", ".moe.wo"))]
+    assert experts, names
+    for i in experts:
+        sharding = S.arg_sharding(func, i)
+        assert sharding is not None and sharding.dim_axes[0] == ("x",), (names[i], sharding)
+    devices = jax.devices()[:8]
+    program = compile_program(module, devices, CompileSettings(count_collectives=True))
+    inputs = example_inputs("moe", "tiny", **sizes)
+    report = compare_outputs(program.run(inputs), compile_reference(module, devices[0]).run(inputs), Tolerance())
+    assert report.passed, report.summary_line()
+    assert program.collectives is not None and program.collectives.count(CollectiveKind.ALL_TO_ALL) >= 2
+
+
+def test_prefer_reduce_scatter_scatters_gradients(tmp_path: Path) -> None:
+    text = mlp_step(batch=4096, hidden=64, ffn=64)
+    predicted = {}
+    for flag in ("false", "true"):
+        report = tmp_path / f"{flag}.json"
+        module = plan(text, f"mesh=8 prefer-reduce-scatter={flag} report={report}")
+        run_and_compare(module)
+        predicted[flag] = json.loads(report.read_text())["predicted_collectives"]
+    # data parallel: the two weight gradients are all-reduced, or reduce-scattered
+    assert predicted["false"]["all-reduce"]["count"] >= 2
+    assert "reduce-scatter" not in predicted["false"]
+    assert predicted["true"]["reduce-scatter"]["count"] >= 2
+    assert predicted["true"].get("all-reduce", {"count": 0})["count"] < predicted["false"]["all-reduce"]["count"]
