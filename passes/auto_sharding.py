@@ -78,15 +78,15 @@ class AutoShardingPass(Pass):
         func = main_function(module)
         graph = FunctionGraph(func)
         rule_ctx = RuleContext(mesh, 1.0 / cluster.peak_flops, Options(allow_all_to_all=self.allow_all_to_all, prefer_reduce_scatter=self.prefer_reduce_scatter))
-        sg = problem.build(graph, rule_ctx)
-        for node in sg.fallbacks:
-            assert node.op is not None
-            ctx.warning(f"no sharding rule for '{node.op.name}': it runs replicated", node.op.location)
         aliases = {
             i: int(ir.IntegerAttr(d["tf.aliasing_output"]).value)
             for i, d in enumerate(arg_attrs(func))
             if "tf.aliasing_output" in d
         }
+        sg = problem.build(graph, rule_ctx, frozenset(aliases))
+        for node in sg.fallbacks:
+            assert node.op is not None
+            ctx.warning(f"no sharding rule for '{node.op.name}': it runs replicated", node.op.location)
         ilp = problem.to_problem(sg, problem.alias_pairs(sg, aliases), self.memory_budget)
         try:
             solution = solve(ilp, SolverOptions(self.solver, self.time_limit))

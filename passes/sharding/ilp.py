@@ -26,8 +26,9 @@ Formulation (Alpa's), over what is left:
          s_a[i] <= sum_{j: (i,j) allowed} s_b[j]   (and symmetrically), per pair (a, b)
          sum_{v live at t} sum_i m_v[i] s_v[i] <= budget   for every program point t
 A cost of +inf forbids that strategy (or strategy pair: e_uv[i][j] <= 0). The solver
-starts from a greedy plan (each node in order picks its best index given those before),
-so a time limit still returns a plan when that one is feasible.
+(HiGHS excepted) starts from a greedy plan: each node in order picks its best index given
+those before. Under a time limit the better of the solver's incumbent and that plan is
+returned, so a time limit yields a plan whenever the greedy one is feasible.
 
 Numerics: costs are divided by the largest finite |cost| and memory by the largest memory
 before the solver sees them; the objective is reported in the original units, evaluated
@@ -72,8 +73,10 @@ class Solver(enum.Enum):
 
     @property
     def ortools_id(self) -> str:
-        """The name `pywraplp.Solver.CreateSolver` takes."""
-        return {"scip": "SCIP", "highs": "HIGHS", "cbc": "CBC", "cp-sat": "CP_SAT"}[self.value]
+        """The name `pywraplp.Solver.CreateSolver` takes ("" for AUTO, which is no backend)."""
+        return {"scip": "SCIP", "highs": "HIGHS", "cbc": "CBC", "cp-sat": "CP_SAT"}.get(
+            self.value, ""
+        )
 
 
 _AUTO_ORDER = (Solver.SCIP, Solver.HIGHS, Solver.CBC)
@@ -127,6 +130,8 @@ class IlpNode:
                     f"{len(self.costs)} (one per strategy)"
                 )
             _check_values(self.memory, f"node {self.name!r} memory", allow_inf=False)
+            if min(self.memory) < 0:
+                raise ValueError(f"node {self.name!r}: got memory {self.memory}, expected >= 0")
 
 
 @dataclass(frozen=True)
@@ -395,83 +400,114 @@ def _row(
 def _model(
     problem: IlpProblem, red: _Reduced, options: SolverOptions, min_peak: bool
 ) -> tuple[pywraplp.Solver, Solver, Indicators]:
-    """The ILP above; with `min_peak`, minimize the peak live memory P instead of the cost
-    (memory rows become <= P; only edges with forbidden pairs are kept)."""
+    """The ILP above; with `min_peak`, minimize the peak live memory instead of the cost."""
     solver, kind = _new_solver(options)
-    inf, obj = solver.infinity(), solver.Objective()
-    scale = _largest([*red.costs.values(), *red.edges.values()])
+    obj, scale = solver.Objective(), _largest([*red.costs.values(), *red.edges.values()])
     s = {r: [solver.BoolVar("") for _ in c] for r, c in red.costs.items() if len(c) > 1}
-    for r, svars in s.items():
-        _row(solver, s, 1, 1, [(r, i, 1.0) for i in range(len(svars))])
-        for x, c in zip(svars, red.costs[r], strict=True):
+    for r, xs in s.items():
+        _row(solver, s, 1, 1, [(r, i, 1.0) for i in range(len(xs))])
+        for x, c in zip(xs, red.costs[r], strict=True):
             if c == math.inf:
                 x.SetUb(0)
             elif not min_peak:
                 obj.SetCoefficient(x, c / scale)
-    evars: dict[tuple[int, int], list[list[pywraplp.Variable]]] = {}
-    for (a, b), m in red.edges.items():
-        if min_peak and not np.isinf(m).any():
-            continue
-        # Once s is integral these rows force e = outer(s_a, s_b), so a continuous e is
-        # exact; CP-SAT would scale continuous variables, so it gets binaries.
-        e = evars[a, b] = [
-            [solver.Var(0, float(x < math.inf), kind is Solver.CP_SAT, "") for x in row]
-            for row in m
-        ]
-        for i, row in enumerate(e):
-            ct = _row(solver, s, 0, 0, [(a, i, -1.0)])
-            for x in row:
-                ct.SetCoefficient(x, 1)
-        for j in range(m.shape[1]):
-            ct = _row(solver, s, 0, 0, [(b, j, -1.0)])
-            for row in e:
-                ct.SetCoefficient(row[j], 1)
-        for (i, j), c in np.ndenumerate(m):
-            if not min_peak and 0 != c < math.inf:
-                obj.SetCoefficient(e[i][j], c / scale)
+    # For the peak, only the edges that forbid pairs matter.
+    edges = {ab: m for ab, m in red.edges.items() if not min_peak or np.isinf(m).any()}
+    e = _add_edges(solver, s, edges, kind is Solver.CP_SAT, 0.0 if min_peak else 1 / scale)
     for p in problem.pairs:
         ra, rb = red.root[p.a], red.root[p.b]
         for i in range(len(red.costs[ra])):
-            _row(
-                solver,
-                s,
-                -inf,
-                0,
-                [(ra, i, 1.0)] + [(rb, j, -1.0) for ii, j in p.allowed if ii == i],
-            )
+            terms = [(ra, i, 1.0)] + [(rb, j, -1.0) for ii, j in p.allowed if ii == i]
+            _row(solver, s, -solver.infinity(), 0, terms)
         for j in range(len(red.costs[rb])):
-            _row(
-                solver,
-                s,
-                -inf,
-                0,
-                [(rb, j, 1.0)] + [(ra, i, -1.0) for i, jj in p.allowed if jj == j],
-            )
-    mem_scale = max((max(n.memory) for n in problem.nodes if n.memory), default=0.0)
-    if (problem.memory_budget is not None or min_peak) and mem_scale > 0:
-        peak = solver.NumVar(0, inf, "peak") if min_peak else None
-        budget = 0.0 if min_peak else (problem.memory_budget or 0.0) / mem_scale  # P on the left
-        for live in sorted({tuple(sorted(set(t))) for t in problem.live_sets}):
-            mem = [(v, i, x) for v in live for i, x in enumerate(problem.nodes[v].memory or ())]
-            row = _row(
-                solver, s, -inf, budget, [(red.root[v], i, x / mem_scale) for v, i, x in mem]
-            )
-            if peak is not None:
-                row.SetCoefficient(peak, -1)
-        if peak is not None:
-            obj.SetCoefficient(peak, 1)
+            terms = [(rb, j, 1.0)] + [(ra, i, -1.0) for i, jj in p.allowed if jj == j]
+            _row(solver, s, -solver.infinity(), 0, terms)
+    if problem.memory_budget is not None or min_peak:
+        _add_memory(solver, s, problem, red.root, min_peak)
     if not min_peak and kind is not Solver.HIGHS:  # hints crash HiGHS in OR-tools 9.15
         pick = _greedy(red)
         hint = [(x, i == pick[r]) for r, xs in s.items() for i, x in enumerate(xs)]
-        for (a, b), e in evars.items():
+        for (a, b), (rows, row_of, col_of) in e.items():
             hint += [
-                (x, (i, j) == (pick[a], pick[b]))
-                for i, row in enumerate(e)
-                for j, x in enumerate(row)
+                (x, (g, h) == (row_of[pick[a]], col_of[pick[b]]))
+                for g, xs in enumerate(rows)
+                for h, x in enumerate(xs)
             ]
         solver.SetHint([x for x, _ in hint], [float(on) for _, on in hint])
     obj.SetMinimization()
     return solver, kind, s
+
+
+def _groups(vectors: np.ndarray) -> tuple[list[list[int]], list[int]]:
+    """Indices of identical rows of `vectors`, grouped (first occurrence order), and the
+    group of each row."""
+    index: dict[bytes, int] = {}
+    groups: list[list[int]] = []
+    of: list[int] = []
+    for i, row in enumerate(vectors):
+        key = row.tobytes()
+        if key not in index:
+            index[key] = len(groups)
+            groups.append([])
+        groups[index[key]].append(i)
+        of.append(index[key])
+    return groups, of
+
+
+EdgeVars = dict[tuple[int, int], tuple[list[list[pywraplp.Variable]], list[int], list[int]]]
+
+
+def _add_edges(
+    solver: pywraplp.Solver, s: Indicators, edges: EdgeCosts, integral: bool, unit: float
+) -> EdgeVars:
+    """e[a,b][g][h] over groups of identical rows g (strategies of a with the same costs
+    to every strategy of b) and identical columns h: rows sum to the s[a][i] of their
+    group, columns to the s[b][j] of theirs; cost m[g][h] * unit. Once s is integral the
+    group sums are one-hot and these rows force e = their outer product, so a continuous
+    e is exact (CP-SAT would scale continuous variables, so it gets binaries:
+    `integral`). Grouping is what keeps a 16x16 matrix of 4 distinct layouts at 4x4."""
+    obj, out = solver.Objective(), {}
+    for (a, b), m in edges.items():
+        row_groups, row_of = _groups(m)
+        col_groups, col_of = _groups(np.ascontiguousarray(m.T))
+        rep = m[np.ix_([g[0] for g in row_groups], [h[0] for h in col_groups])]
+        e = [[solver.Var(0, float(x < math.inf), integral, "") for x in r] for r in rep]
+        out[a, b] = (e, row_of, col_of)
+        for g, xs in zip(row_groups, e, strict=True):
+            row = _row(solver, s, 0, 0, [(a, i, -1.0) for i in g])
+            for x in xs:
+                row.SetCoefficient(x, 1)
+        for h, members in enumerate(col_groups):
+            row = _row(solver, s, 0, 0, [(b, j, -1.0) for j in members])
+            for xs in e:
+                row.SetCoefficient(xs[h], 1)
+        for (g, h), c in np.ndenumerate(rep):
+            if unit and 0 != c < math.inf:
+                obj.SetCoefficient(e[g][h], c * unit)
+    return out
+
+
+def _add_memory(
+    solver: pywraplp.Solver,
+    s: Indicators,
+    problem: IlpProblem,
+    root: tuple[int, ...],
+    min_peak: bool,
+) -> None:
+    """Per distinct live set: live bytes <= budget, or (`min_peak`) <= P with P minimized."""
+    unit = max((max(n.memory) for n in problem.nodes if n.memory), default=0.0)
+    if unit == 0:
+        return
+    peak = solver.NumVar(0, solver.infinity(), "peak") if min_peak else None
+    budget = 0.0 if min_peak else (problem.memory_budget or 0.0) / unit  # (peak on the left)
+    for live in sorted({tuple(sorted(set(t))) for t in problem.live_sets}):
+        mem = [(v, i, x) for v in live for i, x in enumerate(problem.nodes[v].memory or ())]
+        terms = [(root[v], i, x / unit) for v, i, x in mem]
+        row = _row(solver, s, -solver.infinity(), budget, terms)
+        if peak is not None:
+            row.SetCoefficient(peak, -1)
+    if peak is not None:
+        solver.Objective().SetCoefficient(peak, 1)
 
 
 def _greedy(red: _Reduced) -> dict[int, int]:
@@ -498,9 +534,24 @@ def _run(
     status = solver.Solve(params)
     found = status in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE)
     pick = {r: int(np.argmax([x.solution_value() for x in xs])) for r, xs in s.items() if found}
+    return status, _complete(red, pick), solver, kind, s
+
+
+def _complete(red: _Reduced, pick: dict[int, int]) -> tuple[int, ...]:
+    """Per original node, its root's index: from `pick`, or from the elimination tables."""
+    pick = dict(pick)
     for step in reversed(red.steps):
         pick[step.node] = int(step.table[tuple(pick.get(u, 0) for u in step.neighbours)])
-    return status, tuple(pick.get(r, 0) for r in red.root), solver, kind, s
+    return tuple(pick.get(r, 0) for r in red.root)
+
+
+def _feasible(problem: IlpProblem, choices: tuple[int, ...]) -> bool:
+    budget = problem.memory_budget
+    return (
+        evaluate(problem, choices) < math.inf
+        and all((choices[p.a], choices[p.b]) in p.allowed for p in problem.pairs)
+        and (budget is None or peak_memory(problem, choices) <= budget)
+    )
 
 
 def solve(problem: IlpProblem, options: SolverOptions | None = None) -> IlpSolution:
@@ -521,14 +572,24 @@ def solve(problem: IlpProblem, options: SolverOptions | None = None) -> IlpSolut
         if budget is None:
             raise InfeasibleError("no plan meets the pair constraints and forbidden costs", None)
         peak_status, peak_choices, *_ = _run(problem, red, options, min_peak=True)
+        if peak_status == pywraplp.Solver.INFEASIBLE:
+            raise InfeasibleError("no plan meets the pair constraints and forbidden costs", None)
         if peak_status not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
-            raise InfeasibleError(f"memory budget {budget:.6g} B: no plan exists at all", None)
+            raise InfeasibleError(f"memory budget {budget:.6g} B cannot be met", None)
         peak = peak_memory(problem, peak_choices)
         raise InfeasibleError(
             f"memory budget {budget:.6g} B per device is below the smallest peak the model "
             f"can reach, {peak:.6g} B",
             peak,
         )
+    if status != pywraplp.Solver.OPTIMAL and options.time_limit is not None:
+        # Stopped by the limit: keep the greedy plan where the solver has nothing better.
+        greedy = _complete(red, _greedy(red))
+        found = status == pywraplp.Solver.FEASIBLE
+        if _feasible(problem, greedy) and (
+            not found or evaluate(problem, greedy) < evaluate(problem, choices)
+        ):
+            status, choices = pywraplp.Solver.FEASIBLE, greedy
     if status not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
         raise SolverError(f"solver {kind.value}: no solution (MPSolver status {status})")
     stats = IlpStats(

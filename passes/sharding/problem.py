@@ -55,12 +55,23 @@ class StrategyGraph:
         n, r = self.producer[value.value]
         return self.nodes[n].strategies[choices[n]].outputs[r]
 
+    def root(self, index: int) -> int:
+        """The node whose choice `index` copies (itself when it follows nobody)."""
+        while self.nodes[index].follow is not None:
+            follow = self.nodes[index].follow
+            assert follow is not None
+            index = follow
+        return index
+
     @property
     def fallbacks(self) -> list[PlanNode]:
         return [n for n in self.nodes if n.fallback]
 
 
-def build(graph: FunctionGraph, ctx: RuleContext) -> StrategyGraph:
+def build(graph: FunctionGraph, ctx: RuleContext, donated: frozenset[int] = frozenset()) -> StrategyGraph:
+    """The strategy graph of `graph`. `donated` argument indices are aliased to results:
+    an elementwise op that can follow such an argument's layout does (the optimizer
+    update of a donated parameter keeps the parameter's layout, as the alias requires)."""
     sg = StrategyGraph(graph, ctx.mesh)
     min_beta = min((b for b in ctx.mesh.beta if b > 0), default=0.0)
     for arg in graph.args:
@@ -79,8 +90,7 @@ def build(graph: FunctionGraph, ctx: RuleContext) -> StrategyGraph:
     for op in graph.ops:
         result, known = strategies_for(op, ctx)
         if isinstance(result, Follow):
-            producers = [sg.producer[op.operands[k].value] for k in result.operands]
-            src, r = max(producers, key=lambda p: (not sg.nodes[p[0]].free, len(sg.nodes[p[0]].strategies)))
+            src, r = _follow_source(sg, op, result, donated)
             strategies = [result.derive(s.outputs[r]) for s in sg.nodes[src].strategies]
             node = PlanNode(len(sg.nodes), strategies, op=op, follow=src)
         elif isinstance(result, Free):
@@ -92,6 +102,25 @@ def build(graph: FunctionGraph, ctx: RuleContext) -> StrategyGraph:
         _add(sg, node, list(op.results))
         _connect(sg, node, cache, ctx.options.allow_all_to_all)
     return sg
+
+
+def _follow_source(sg: StrategyGraph, op: OpNode, follow: Follow, donated: frozenset[int]) -> tuple[int, int]:
+    """The producer (node, result) a follow op takes its layout from: not a free producer
+    if possible; then a donated argument of the same shape (so its update keeps the
+    argument's layout, as the alias requires); then the most layouts; then operand order."""
+
+    def preference(k: int) -> tuple[bool, bool, int]:
+        n, _ = sg.producer[op.operands[k].value]
+        node, root = sg.nodes[n], sg.nodes[sg.root(n)]
+        donated_root = (
+            root.arg is not None
+            and root.arg.index in donated
+            and op.operands[k].info.shape == root.arg.info.shape
+        )
+        return (not node.free, donated_root, len(node.strategies))
+
+    best = max(follow.operands, key=preference)
+    return sg.producer[op.operands[best].value]
 
 
 def _add(sg: StrategyGraph, node: PlanNode, values: list[ValueNode]) -> None:
@@ -141,6 +170,11 @@ def alias_pairs(sg: StrategyGraph, aliases: dict[int, int]) -> list[IlpPairConst
         res_node, r = sg.producer[sg.graph.returned[j].value]
         if res_node == arg_node:
             continue
+        if sg.root(res_node) == arg_node and all(
+            sa.outputs[0] == sb.outputs[r]
+            for sa, sb in zip(sg.nodes[arg_node].strategies, sg.nodes[res_node].strategies, strict=True)
+        ):
+            continue  # the result follows the argument layout for layout: always satisfied
         allowed = tuple(
             (a, b)
             for a, sa in enumerate(sg.nodes[arg_node].strategies)
