@@ -26,12 +26,12 @@ demo: $(STAMP)
 	@mkdir -p $(OUT)
 	@echo "== export: a tiny GPT training step (forward, backward, Adam) as StableHLO"
 	$(BIN)/alpa-export gpt --preset tiny -o $(OUT)/gpt_tiny.mlir --example-inputs $(OUT)/gpt_tiny.inputs.npz
-	@echo "== plan: alpa-opt with our passes and native ones"
+	@echo "== plan: alpa-opt shards every op over a 2x4 mesh of a p3.16xlarge node (Alpa's ILP)"
 	$(BIN)/alpa-opt $(OUT)/gpt_tiny.mlir --mlir-timing \
-	    --pass-pipeline='builtin.module(alpa-annotate-flops{report=$(OUT)/gpt_tiny.flops.json},canonicalize,func.func(cse))' \
+	    --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=2x4 cluster=p3.16xlarge report=$(OUT)/gpt_tiny.plan.json},canonicalize)' \
 	    -o $(OUT)/gpt_tiny.planned.mlir
 	@echo "== run: alpa-run on 8 CPU devices, checked against a single-device run"
-	$(BIN)/alpa-run $(OUT)/gpt_tiny.planned.mlir --devices 8 --inputs $(OUT)/gpt_tiny.inputs.npz --reference
+	$(BIN)/alpa-run $(OUT)/gpt_tiny.planned.mlir --devices 8 --inputs $(OUT)/gpt_tiny.inputs.npz --collectives --reference
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

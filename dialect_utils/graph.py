@@ -223,6 +223,23 @@ class FunctionGraph:
                     found.append(node)
         return found
 
+    def captured(self, node: OpNode) -> list[ValueNode]:
+        """Top-level values used inside `node`'s regions without being its operands."""
+        found: list[ValueNode] = []
+        operands = {o.value for o in node.operands}
+
+        def visit(op: ir.Operation) -> ir.WalkResult:
+            if op != node.op:
+                for v in op.operands:
+                    vn = self._node_of.get(v)
+                    if vn is not None and v not in operands and vn not in found:
+                        found.append(vn)
+            return ir.WalkResult.ADVANCE
+
+        if len(node.op.regions):
+            node.op.walk(visit)
+        return found
+
     def result_positions(self, v: ValueNode) -> list[int]:
         """Positions at which `v` is returned by the function."""
         return [i for i, r in enumerate(self.returned) if r.value == v.value]

@@ -16,6 +16,7 @@ from alpa_mlir.dialect_utils.graph import FunctionGraph, functions, main_functio
 from alpa_mlir.dialect_utils.sharding import arg_attrs, strip_shardings
 
 from .inline_calls import inline_calls
+from .options import format_value
 from .pass_base import Pass, PassContext
 from .sharding import annotate, problem
 from .sharding.cluster import ClusterError, load_cluster
@@ -70,8 +71,10 @@ class AutoShardingPass(Pass):
             cluster = load_cluster(self.cluster)
         except ClusterError as e:
             ctx.fail(str(e))
-        if "main" not in functions(module):
-            ctx.fail("alpa-auto-sharding needs a @main function", module.operation.location)
+        funcs = functions(module)
+        if "main" not in funcs:
+            found = ", ".join(f"@{n}" for n in funcs) or "none"
+            ctx.fail(f"alpa-auto-sharding needs a @main function (found: {found})", module.operation.location)
         inline_calls(module)
         passmanager.PassManager.parse("builtin.module(symbol-dce)", context=module.context).run(module.operation)
         strip_shardings(module)
@@ -115,13 +118,16 @@ class AutoShardingPass(Pass):
             ctx.fail(f"mesh={self.mesh} has {len(shape)} axes but mesh-axes names {len(names)}: {','.join(names)}")
         try:
             base = load_cluster(self.cluster).logical_mesh(shape, tuple(names))
-        except ClusterError as e:
+        except ValueError as e:  # ClusterError, or invalid axis names
             ctx.fail(str(e))
         alpha = self.alpha or base.alpha
         beta = self.beta or base.beta
         for what, values in (("alpha", alpha), ("beta", beta)):
             if len(values) != len(shape):
-                ctx.fail(f"{what} needs {len(shape)} values for mesh={self.mesh}, got {','.join(map(str, values))}")
+                ctx.fail(
+                    f"{what} needs one value per mesh axis ({len(shape)} for mesh={self.mesh}), "
+                    f"got {len(values)}: {','.join(map(str, values))}"
+                )
         try:
             return LogicalMesh(shape, tuple(names), tuple(alpha), tuple(beta))
         except ValueError as e:
@@ -167,7 +173,7 @@ def _report(p: AutoShardingPass, sg: problem.StrategyGraph, solution: Any, const
         })
     return {
         "mesh": {"shape": list(mesh.shape), "axes": list(mesh.axis_names), "alpha": list(mesh.alpha), "beta": list(mesh.beta)},
-        "options": {k: str(v) for k, v in p.changed_options().items()},
+        "options": {k: format_value(v) for k, v in p.changed_options().items()},
         "objective": solution.objective,
         "solver": {"name": solution.solver, "status": solution.status.value, "seconds": solution.solve_seconds},
         "ilp": dataclasses.asdict(solution.stats),

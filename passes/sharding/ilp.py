@@ -36,10 +36,11 @@ exactly on the chosen strategies. The memory budget holds up to the solver's fea
 tolerance (about 1e-6 of the largest memory value).
 
 Determinism: fixed solver settings, one thread by default, and a tie-break: strategy i of
-a node costs an extra eps*i with eps = 1e-6 * (largest |cost|) / sum_v (k_v - 1), seen
+a node costs an extra eps*i with eps = 1e-9 * (largest |cost|) / sum_v (k_v - 1), seen
 alike by elimination and the ILP, so among equal-cost plans the one with the smallest sum
 of indices wins (ties among those: deterministic, unspecified). The bias moves the
-objective by at most 1e-6 of the largest cost.
+objective by at most 1e-9 of the largest cost: far below real differences such as the
+replication penalty of a small argument, which a larger bias once outweighed.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ Term = tuple[int, int, float]  # (root node, strategy index, coefficient)
 NodeCosts = dict[int, np.ndarray]  # root -> cost per strategy
 EdgeCosts = dict[tuple[int, int], np.ndarray]  # (a, b) with a < b -> matrix, rows = a
 Indicators = dict[int, list[pywraplp.Variable]]  # root -> s[root][i]
-_TIE_BREAK_TOTAL = 1e-6
+_TIE_BREAK_TOTAL = 1e-9
 
 
 class Solver(enum.Enum):

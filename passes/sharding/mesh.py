@@ -58,13 +58,13 @@ class LogicalMesh:
         if len(self.axis_names) != n:
             raise ValueError(f"mesh {self.shape} needs {n} axis names, got {self.axis_names}")
         if len(set(self.axis_names)) != n:
-            raise ValueError(f"mesh axis names must be distinct, got {self.axis_names}")
+            raise ValueError(f"mesh axis names must be distinct, got {','.join(self.axis_names)}")
         if len(self.alpha) != n or len(self.beta) != n:
             raise ValueError(
                 f"mesh {self.shape} needs {n} alpha and beta values, got alpha={self.alpha} beta={self.beta}"
             )
         if any(a < 0 for a in self.alpha) or any(b < 0 for b in self.beta):
-            raise ValueError("alpha and beta must be non-negative")
+            raise ValueError(f"alpha and beta must be non-negative, got alpha={self.alpha} beta={self.beta}")
 
     @property
     def ndim(self) -> int:

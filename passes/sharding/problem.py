@@ -101,6 +101,7 @@ def build(graph: FunctionGraph, ctx: RuleContext, donated: frozenset[int] = froz
             node = PlanNode(len(sg.nodes), result, op=op, fallback=not known)
         _add(sg, node, list(op.results))
         _connect(sg, node, cache, ctx.options.allow_all_to_all)
+        _connect_captured(sg, node, cache, ctx.options.allow_all_to_all)
     return sg
 
 
@@ -160,6 +161,29 @@ def _connect(
         sg.edges.append(IlpEdge(src, node.index, tuple(rows)))
 
 
+def _connect_captured(
+    sg: StrategyGraph,
+    node: PlanNode,
+    cache: dict[tuple[TensorSpec, TensorSpec, int], float],
+    allow_all_to_all: bool,
+) -> None:
+    """Values an op uses inside its regions (a `case` branch returning an outer value) are
+    needed whole there: an edge that pays for gathering them."""
+    assert node.op is not None
+    for value in sg.graph.captured(node.op):
+        src, r = sg.producer[value.value]
+        if sg.nodes[src].free:
+            continue
+        want = replicated(value.info.rank)
+        rows = []
+        for s in sg.nodes[src].strategies:
+            key = (s.outputs[r], want, value.info.nbytes)
+            if key not in cache:
+                cache[key] = resharding_cost(s.outputs[r], want, value.info.nbytes, sg.mesh, allow_all_to_all)
+            rows.append(tuple(cache[key] for _ in node.strategies))
+        sg.edges.append(IlpEdge(src, node.index, tuple(rows)))
+
+
 def alias_pairs(sg: StrategyGraph, aliases: dict[int, int]) -> list[IlpPairConstraint]:
     """Donated argument i and result j (`tf.aliasing_output = j`) share a layout."""
     pairs = []
@@ -192,7 +216,7 @@ def live_sets(sg: StrategyGraph) -> list[tuple[int, ...]]:
     end = len(sg.graph.ops)
     last_use: dict[int, int] = {}
     for op in sg.graph.ops:
-        for operand in op.operands:
+        for operand in [*op.operands, *sg.graph.captured(op)]:
             last_use[sg.producer[operand.value][0]] = op.index
     for v in sg.graph.returned:
         last_use[sg.producer[v.value][0]] = end

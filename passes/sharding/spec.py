@@ -68,31 +68,34 @@ def resharding_steps(
     """The collectives turning a tensor of `nbytes` (full size) laid out as `src` into
     `dst`: (kind, mesh axis, bytes of the gathered / exchanged tensor) each.
 
-    Per mesh axis: kept on the same dim or newly splitting a dim (a local slice) is free;
-    moving from one dim to another is an all-to-all (an all-gather, then a free slice, when
-    all-to-all is not allowed); leaving a dim is an all-gather. The bytes are the tensor's
-    size on the group: the full size divided by the axes split alike in both layouts.
+    Per mesh axis: kept (in the common major prefix of its dim in both layouts) or newly
+    splitting a dim (a local slice) is free; moving to another dim is an all-to-all (an
+    all-gather, then a free slice, when all-to-all is not allowed); anything else leaving
+    its place is an all-gather. The bytes are the tensor's size on the group: the full
+    size divided by the kept axes.
     """
     if src == dst:
         return []
-    where_src = {a: i for i, dim in enumerate(src) for a in dim}
     where_dst = {a: i for i, dim in enumerate(dst) for a in dim}
-    kept = {a for a, i in where_src.items() if where_dst.get(a) == i}
-    # the same axes on a dim in another order move data too
+    # An axis keeps its data only inside the common major prefix of its dim's axes in
+    # both layouts: [{"y"}] -> [{"x", "y"}] keeps nothing (y's blocks change).
+    kept: set[int] = set()
     for s_dim, d_dim in zip(src, dst, strict=True):
-        common = [a for a in s_dim if a in d_dim]
-        if [a for a in d_dim if a in common] != common:
-            kept -= set(s_dim)
+        for a, b in zip(s_dim, d_dim, strict=False):
+            if a != b:
+                break
+            kept.add(a)
     local = nbytes / dim_factor(tuple(sorted(kept)), mesh)
     steps = []
-    for a, i in sorted(where_src.items()):
-        if a in kept:
-            continue
-        j = where_dst.get(a)
-        if j is None or j == i or not allow_all_to_all:
-            steps.append(("all-gather", a, local))
-        else:
-            steps.append(("all-to-all", a, local))
+    for i, dim in enumerate(src):
+        for a in dim:
+            if a in kept:
+                continue
+            j = where_dst.get(a)
+            if j is None or j == i or not allow_all_to_all:
+                steps.append(("all-gather", a, local))
+            else:
+                steps.append(("all-to-all", a, local))
     return steps
 
 
