@@ -8,6 +8,7 @@ Open dimensions (`{?}`) and priorities are kept so that text round-trips.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -368,24 +369,34 @@ def result_sharding(func_op: ir.Operation, i: int) -> Sharding | None:
     return _get(result_attrs(func_op), i)
 
 
-def _set(func_op: ir.Operation, key: str, i: int, sharding: Sharding | None) -> None:
+def _set_many(func_op: ir.Operation, key: str, shardings: Mapping[int, Sharding | None]) -> None:
     n_in, n_out = _signature_counts(func_op)
     dicts = _attr_list(func_op, key, n_in if key == "arg_attrs" else n_out)
     with func_op.context:
-        if sharding is None:
-            dicts[i].pop(SDY_SHARDING, None)
-        else:
-            dicts[i][SDY_SHARDING] = sharding.attr()
+        for i, sharding in shardings.items():
+            if sharding is None:
+                dicts[i].pop(SDY_SHARDING, None)
+            else:
+                dicts[i][SDY_SHARDING] = sharding.attr()
     _set_attr_list(func_op, key, dicts)
 
 
 def set_arg_sharding(func_op: ir.Operation, i: int, sharding: Sharding | None) -> None:
     """Set (or with None remove) `sdy.sharding` on argument i."""
-    _set(func_op, "arg_attrs", i, sharding)
+    _set_many(func_op, "arg_attrs", {i: sharding})
 
 
 def set_result_sharding(func_op: ir.Operation, i: int, sharding: Sharding | None) -> None:
-    _set(func_op, "res_attrs", i, sharding)
+    _set_many(func_op, "res_attrs", {i: sharding})
+
+
+def set_arg_shardings(func_op: ir.Operation, shardings: Mapping[int, Sharding | None]) -> None:
+    """Set many arguments' shardings at once (one rewrite of the attribute array)."""
+    _set_many(func_op, "arg_attrs", shardings)
+
+
+def set_result_shardings(func_op: ir.Operation, shardings: Mapping[int, Sharding | None]) -> None:
+    _set_many(func_op, "res_attrs", shardings)
 
 
 def op_shardings(op: ir.Operation) -> tuple[Sharding, ...] | None:

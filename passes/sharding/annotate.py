@@ -34,14 +34,16 @@ def write_sdy(module: ir.Module, sg: StrategyGraph, choices: tuple[int, ...]) ->
     mesh = sg.mesh
     S.set_mesh(module, MESH_NAME, sdy_mesh(mesh))
     func = sg.graph.func_op
-    for arg in sg.graph.args:
-        if arg.info.dtype == "token":
-            continue
-        S.set_arg_sharding(func, arg.index, to_sharding(sg.output_spec(arg, choices), mesh))
-    for j, value in enumerate(sg.graph.returned):
-        if value.info.dtype == "token":
-            continue
-        S.set_result_sharding(func, j, to_sharding(sg.output_spec(value, choices), mesh))
+    S.set_arg_shardings(func, {
+        arg.index: to_sharding(sg.output_spec(arg, choices), mesh)
+        for arg in sg.graph.args
+        if arg.info.dtype != "token"
+    })
+    S.set_result_shardings(func, {
+        j: to_sharding(sg.output_spec(value, choices), mesh)
+        for j, value in enumerate(sg.graph.returned)
+        if value.info.dtype != "token"
+    })
     inserted = 0
     for node in sg.nodes:
         if node.op is None or node.free:

@@ -270,8 +270,8 @@ def test_deterministic_with_ties_going_to_lower_indices() -> None:
 
 @pytest.mark.parametrize("solver", list(Solver), ids=lambda s: s.value)
 def test_each_available_solver(solver: Solver) -> None:
-    if solver in (Solver.AUTO, Solver.SCIP):
-        assert available(solver), "OR-tools must ship SCIP"
+    if solver in (Solver.AUTO, Solver.SCIP, Solver.HIGHS):
+        assert available(solver), "OR-tools must ship SCIP and HiGHS"
     elif not available(solver):
         pytest.skip(f"this OR-tools build lacks {solver.value}")
     problem = chain(10, 3, seed=7, follow_fraction=0.3, skip_edges=4)
@@ -281,7 +281,7 @@ def test_each_available_solver(solver: Solver) -> None:
     for p in (problem, IlpProblem(memory, problem.edges, (pair,), live, memory_budget=9.0)):
         sol = solve(p, SolverOptions(solver, eliminate=False))
         expected = brute_force(p)
-        assert sol.solver == (Solver.SCIP if solver is Solver.AUTO else solver).value
+        assert sol.solver == (Solver.HIGHS if solver is Solver.AUTO else solver).value
         assert sol.status is SolveStatus.OPTIMAL and _feasible(p, sol.choices, tol=1e-6)
         assert expected.best is not None
         assert math.isclose(sol.objective, expected.best, rel_tol=1e-6)
