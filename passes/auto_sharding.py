@@ -12,19 +12,20 @@ from typing import Any, ClassVar
 
 from jax.extend.mlir import ir, passmanager
 
-from alpa_mlir.dialect_utils.graph import FunctionGraph, functions, main_function
+from alpa_mlir.dialect_utils.graph import FunctionGraph, OpNode, ValueNode, functions, main_function
 from alpa_mlir.dialect_utils.sharding import arg_attrs, strip_shardings
 
 from .inline_calls import inline_calls
 from .options import format_value
 from .pass_base import Pass, PassContext
 from .sharding import annotate, problem
+from .sharding.batch_dims import batch_dims
 from .sharding.cluster import ClusterError, load_cluster
 from .sharding.ilp import InfeasibleError, SolverError, SolverOptions, SolveStatus, solve
 from .sharding.ilp import Solver as SolverChoice
 from .sharding.mesh import LogicalMesh, MeshShape
-from .sharding.spec import resharding_steps, shard_count
-from .sharding.strategy import Options, RuleContext
+from .sharding.spec import TensorSpec, resharding_steps, shard_count, used_axes
+from .sharding.strategy import Options, RuleContext, Strategy
 
 DEFAULT_AXIS_NAMES = ("x", "y", "z", "w")
 
@@ -56,6 +57,19 @@ class AutoShardingPass(Pass):
     cluster: str = field(default="alpa-abstract", metadata={"help": "preset name (p3.16xlarge, a100-8, ...) or a .json file"})
     memory_budget: int | None = field(default=None, metadata={"help": "per-device bytes the plan's live tensors may use"})
     allow_all_to_all: bool = field(default=True, metadata={"help": "let resharding use all-to-all"})
+    force_data_parallel: bool = field(
+        default=False,
+        metadata={"help": "batch arguments split on dim 0 over the whole mesh, all others replicated"},
+    )
+    zero_stage: int = field(
+        default=0,
+        metadata={"help": "3: every parameter / optimizer-state argument split over the whole mesh (ZeRO-3)"},
+    )
+    batch_axis: str = field(default="", metadata={"help": "mesh axis the batch dim of batch arguments must use"})
+    batch_args: tuple[int, ...] = field(
+        default=(),
+        metadata={"help": "indices of the batch arguments (default: the arguments not donated)"},
+    )
     prefer_reduce_scatter: bool = field(
         default=False,
         metadata={"help": "reduce-scatter partial sums instead of all-reducing them (ZeRO-2 gradients)"},
@@ -86,7 +100,9 @@ class AutoShardingPass(Pass):
             for i, d in enumerate(arg_attrs(func))
             if "tf.aliasing_output" in d
         }
-        sg = problem.build(graph, rule_ctx, frozenset(aliases))
+        layouts = self._arg_layouts(ctx, mesh, graph, frozenset(aliases))
+        op_strategies = self._data_parallel_ops(mesh, graph, frozenset(aliases)) if self.force_data_parallel else None
+        sg = problem.build(graph, rule_ctx, frozenset(aliases), layouts, op_strategies)
         for node in sg.fallbacks:
             assert node.op is not None
             ctx.warning(f"no sharding rule for '{node.op.name}': it runs replicated", node.op.location)
@@ -111,6 +127,75 @@ class AutoShardingPass(Pass):
             except OSError as e:
                 ctx.fail(f"cannot write report '{self.report}': {e.strerror}")
 
+    def _batch_args(self, graph: FunctionGraph, donated: frozenset[int]) -> frozenset[int]:
+        n = len(graph.args)
+        return frozenset(self.batch_args) if self.batch_args else frozenset(range(n)) - donated
+
+    def _data_parallel_ops(
+        self, mesh: LogicalMesh, graph: FunctionGraph, donated: frozenset[int]
+    ) -> problem.OpStrategies:
+        """force-data-parallel: an op whose results carry the batch splits it over the
+        mesh (or the batch axis); the others' results are replicated. Strategies that lay
+        a result out otherwise go, when any is left."""
+        dims = batch_dims(graph, self._batch_args(graph, donated))
+        axis = mesh.axis_names.index(self.batch_axis) if self.batch_axis else None
+        whole = tuple(a for a in range(mesh.ndim) if mesh.shape[a] > 1) if axis is None else (axis,)
+
+        def wanted(v: ValueNode) -> TensorSpec:
+            d = dims.get(v.value)
+            return tuple(whole if i == d else () for i in range(v.info.rank))
+
+        def narrow(op: OpNode, strategies: list[Strategy]) -> list[Strategy]:
+            target = tuple(wanted(r) for r in op.results)
+            keep = [s for s in strategies if s.outputs == target]
+            return keep or strategies
+
+        return narrow
+
+    def _arg_layouts(
+        self, ctx: PassContext, mesh: LogicalMesh, graph: FunctionGraph, donated: frozenset[int]
+    ) -> problem.ArgLayouts | None:
+        """The argument restrictions the options ask for (None: all layouts)."""
+        if not (self.force_data_parallel or self.zero_stage or self.batch_axis):
+            return None
+        if self.zero_stage not in (0, 1, 2, 3):
+            ctx.fail(f"zero-stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        if self.zero_stage in (1, 2):
+            ctx.fail("zero-stage=1 and 2 are prefer-reduce-scatter's territory: use prefer-reduce-scatter=true")
+        axis = None
+        if self.batch_axis:
+            if self.batch_axis not in mesh.axis_names:
+                ctx.fail(f"batch-axis={self.batch_axis} is not a mesh axis ({','.join(mesh.axis_names)})")
+            axis = mesh.axis_names.index(self.batch_axis)
+        n = len(graph.args)
+        for i in self.batch_args:
+            if not 0 <= i < n:
+                ctx.fail(f"batch-args names argument {i}, but @main has {n} arguments")
+        batch = self._batch_args(graph, donated)
+        whole = tuple(a for a in range(mesh.ndim) if mesh.shape[a] > 1)
+
+        def narrow(arg: ValueNode, specs: list[TensorSpec]) -> list[TensorSpec]:
+            keep, why = specs, ""
+            if arg.index in batch and arg.info.rank:
+                if axis is not None:
+                    keep, why = [s for s in keep if s[0][:1] == (axis,)], f"batch-axis={self.batch_axis}"
+                if self.force_data_parallel:
+                    dim0 = whole if axis is None else (axis,)
+                    keep, why = [s for s in keep if s[0] == dim0 and not any(s[1:])], "force-data-parallel"
+            elif self.force_data_parallel:
+                keep = [s for s in specs if not any(s)]
+            elif self.zero_stage == 3 and arg.index in donated:
+                keep, why = [s for s in specs if set(used_axes(s)) == set(whole)], "zero-stage=3"
+            if not keep:
+                ctx.fail(
+                    f"{why}: argument {arg.index} ({'x'.join(map(str, arg.info.shape))}) "
+                    f"cannot be split that way on mesh={self.mesh}",
+                    graph.func_op.location,
+                )
+            return keep
+
+        return narrow
+
     def _logical_mesh(self, ctx: PassContext) -> LogicalMesh:
         shape = self.mesh.dims
         names = self.mesh_axes or DEFAULT_AXIS_NAMES[: len(shape)]
@@ -134,28 +219,36 @@ class AutoShardingPass(Pass):
             ctx.fail(str(e))
 
 
-def predicted_collectives(sg: problem.StrategyGraph, choices: tuple[int, ...]) -> dict[str, dict[str, float]]:
-    """Count and bytes per collective kind: the strategies' own plus the resharding on
-    edges, as the cost model sees them."""
+def predicted_collectives(
+    sg: problem.StrategyGraph, choices: tuple[int, ...], allow_all_to_all: bool = True
+) -> dict[str, dict[str, float]]:
+    """Count and bytes per collective kind: the strategies' own, plus the resharding of
+    each (value, required layout) once (XLA reshards a value once for all the users that
+    need the same layout; the ILP's edge costs charge each use)."""
     count: Counter[str] = Counter()
     nbytes: dict[str, float] = {}
+
+    def add(kind: str, size: float) -> None:
+        count[kind] += 1
+        nbytes[kind] = nbytes.get(kind, 0.0) + size
+
     for node in sg.nodes:
         for c in node.strategies[choices[node.index]].collectives:
-            count[c.kind] += 1
-            nbytes[c.kind] = nbytes.get(c.kind, 0.0) + c.nbytes
-    for edge in sg.edges:
-        src, dst = sg.nodes[edge.src], sg.nodes[edge.dst]
-        assert dst.op is not None
-        for k, operand in enumerate(dst.op.operands):
-            if sg.producer[operand.value][0] != src.index:
+            add(c.kind, c.nbytes)
+    seen: set[tuple[ir.Value, TensorSpec]] = set()
+    for node in sg.nodes:
+        if node.op is None:
+            continue
+        strategy = node.strategies[choices[node.index]]
+        for k, operand in enumerate(node.op.operands):
+            want = strategy.inputs[k]
+            src = sg.producer[operand.value][0]
+            if want is None or sg.nodes[src].free or (operand.value, want) in seen:
                 continue
-            want = dst.strategies[choices[dst.index]].inputs[k]
-            if want is None:
-                continue
+            seen.add((operand.value, want))
             have = sg.output_spec(operand, choices)
-            for kind, _, size in resharding_steps(have, want, operand.info.nbytes, sg.mesh):
-                count[kind] += 1
-                nbytes[kind] = nbytes.get(kind, 0.0) + size
+            for kind, _, size in resharding_steps(have, want, operand.info.nbytes, sg.mesh, allow_all_to_all):
+                add(kind, size)
     return {k: {"count": count[k], "bytes": nbytes[k]} for k in sorted(count)}
 
 
@@ -180,7 +273,7 @@ def _report(p: AutoShardingPass, sg: problem.StrategyGraph, solution: Any, const
         "ops": len(sg.graph.ops),
         "replicated_fallback_ops": sorted({n.op.name for n in sg.fallbacks if n.op is not None}),
         "sharding_constraints": constraints,
-        "predicted_collectives": predicted_collectives(sg, choices),
+        "predicted_collectives": predicted_collectives(sg, choices, p.allow_all_to_all),
         "arguments": args,
         "argument_bytes_per_device": sum(a["bytes_per_device"] for a in args),
         "pass_seconds": seconds,

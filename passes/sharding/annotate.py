@@ -44,6 +44,17 @@ def write_sdy(module: ir.Module, sg: StrategyGraph, choices: tuple[int, ...]) ->
         for j, value in enumerate(sg.graph.returned)
         if value.info.dtype != "token"
     })
+    inserted = _constrain_results(sg, choices)
+    inserted += _constrain_operands(sg, choices)
+    with module.context:
+        module.operation.attributes["mhlo.num_partitions"] = ir.IntegerAttr.get(
+            ir.IntegerType.get_signless(32), mesh.size
+        )
+    return inserted
+
+
+def _constrain_results(sg: StrategyGraph, choices: tuple[int, ...]) -> int:
+    mesh = sg.mesh
     inserted = 0
     for node in sg.nodes:
         if node.op is None or node.free:
@@ -54,8 +65,31 @@ def write_sdy(module: ir.Module, sg: StrategyGraph, choices: tuple[int, ...]) ->
                 continue
             S.insert_sharding_constraint(result.value, to_sharding(spec, mesh), node.op.location)
             inserted += 1
-    with module.context:
-        module.operation.attributes["mhlo.num_partitions"] = ir.IntegerAttr.get(
-            ir.IntegerType.get_signless(32), mesh.size
-        )
+    return inserted
+
+
+def _constrain_operands(sg: StrategyGraph, choices: tuple[int, ...]) -> int:
+    """Where a strategy needs an operand in another layout than its producer made, a
+    constraint just for that use: XLA then reshards exactly as the plan costed it (and
+    computes the op as the strategy says, e.g. a split contraction)."""
+    from jax.extend.mlir.dialects import sdy
+
+    mesh = sg.mesh
+    inserted = 0
+    for node in sg.nodes:
+        if node.op is None or node.free:
+            continue
+        strategy = node.strategies[choices[node.index]]
+        for k, operand in enumerate(node.op.operands):
+            want = strategy.inputs[k]
+            if want is None or operand.info.rank == 0 or operand.info.dtype == "token":
+                continue
+            src, r = sg.producer[operand.value]
+            if sg.nodes[src].free or sg.nodes[src].strategies[choices[src]].outputs[r] == want:
+                continue
+            op = node.op.op
+            with op.context, ir.InsertionPoint(op), op.location:
+                constraint = sdy.ShardingConstraintOp(op.operands[k], to_sharding(want, mesh).attr())
+            op.operands[k] = constraint.result
+            inserted += 1
     return inserted

@@ -7,6 +7,7 @@ links, resharding edges, liveness; and its translation into an `ilp.IlpProblem`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from jax.extend.mlir import ir
@@ -68,14 +69,29 @@ class StrategyGraph:
         return [n for n in self.nodes if n.fallback]
 
 
-def build(graph: FunctionGraph, ctx: RuleContext, donated: frozenset[int] = frozenset()) -> StrategyGraph:
+ArgLayouts = Callable[[ValueNode, list[TensorSpec]], list[TensorSpec]]
+# Narrow an op's strategies (options such as force-data-parallel); may return them all.
+OpStrategies = Callable[[OpNode, list[Strategy]], list[Strategy]]
+
+
+def build(
+    graph: FunctionGraph,
+    ctx: RuleContext,
+    donated: frozenset[int] = frozenset(),
+    arg_layouts: ArgLayouts | None = None,
+    op_strategies: OpStrategies | None = None,
+) -> StrategyGraph:
     """The strategy graph of `graph`. `donated` argument indices are aliased to results:
     an elementwise op that can follow such an argument's layout does (the optimizer
-    update of a donated parameter keeps the parameter's layout, as the alias requires)."""
+    update of a donated parameter keeps the parameter's layout, as the alias requires).
+    `arg_layouts(arg, every valid layout)` may narrow an argument's layouts (options such
+    as force-data-parallel); it must leave at least one."""
     sg = StrategyGraph(graph, ctx.mesh)
     min_beta = min((b for b in ctx.mesh.beta if b > 0), default=0.0)
     for arg in graph.args:
-        specs = list(enumerate_specs(arg.info.shape, ctx.mesh)) if arg.info.rank else [()]
+        specs: list[TensorSpec] = list(enumerate_specs(arg.info.shape, ctx.mesh)) if arg.info.rank else [()]
+        if arg_layouts is not None:
+            specs = arg_layouts(arg, specs)
         strategies = [
             Strategy(
                 "arg",
@@ -98,6 +114,8 @@ def build(graph: FunctionGraph, ctx: RuleContext, donated: frozenset[int] = froz
             free = Strategy("free", outputs, tuple(None for _ in op.operands), 0.0)
             node = PlanNode(len(sg.nodes), [free], op=op, free=True)
         else:
+            if op_strategies is not None and known:
+                result = op_strategies(op, result)
             node = PlanNode(len(sg.nodes), result, op=op, fallback=not known)
         _add(sg, node, list(op.results))
         _connect(sg, node, cache, ctx.options.allow_all_to_all)

@@ -141,3 +141,46 @@ def test_prefer_reduce_scatter_scatters_gradients(tmp_path: Path) -> None:
     assert "reduce-scatter" not in predicted["false"]
     assert predicted["true"]["reduce-scatter"]["count"] >= 2
     assert predicted["true"].get("all-reduce", {"count": 0})["count"] < predicted["false"]["all-reduce"]["count"]
+
+
+def donated_mlp_step(batch: int, hidden: int, ffn: int) -> str:
+    """mlp_step with the weights donated (aliased to the updated weights)."""
+
+    def loss(w1: jax.Array, w2: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
+        return jnp.mean((jax.nn.relu(x @ w1) @ w2 - y) ** 2)
+
+    def step(w1: jax.Array, w2: jax.Array, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+        g1, g2 = jax.grad(loss, argnums=(0, 1))(w1, w2, x, y)
+        return w1 - 0.1 * g1, w2 - 0.1 * g2
+
+    shapes = [(hidden, ffn), (ffn, hidden), (batch, hidden), (batch, hidden)]
+    lowered = jax.jit(step, donate_argnums=(0, 1)).lower(*[jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes])
+    return lowered.as_text()
+
+
+def test_force_data_parallel_overrides_megatron() -> None:
+    text = donated_mlp_step(batch=64, hidden=256, ffn=1024)  # Megatron sizes
+    assert arg_axes(plan(text, "mesh=8"), 4)[0] != ((), ())
+    module = plan(text, "mesh=8 force-data-parallel=true")
+    assert arg_axes(module, 4) == [((), ()), ((), ()), (("x",), ()), (("x",), ())]
+    stats = run_and_compare(module)
+    assert stats is not None and stats.count(CollectiveKind.ALL_REDUCE) == 2  # the gradients
+    pinned = plan(text, "mesh=2x4 force-data-parallel=true batch-axis=y")
+    assert arg_axes(pinned, 4)[2:] == [(("y",), ()), (("y",), ())]
+
+
+def test_zero_stage_3_shards_every_parameter() -> None:
+    text = donated_mlp_step(batch=1024, hidden=64, ffn=64)  # data-parallel sizes
+    assert arg_axes(plan(text, "mesh=8"), 2) == [((), ()), ((), ())]
+    module = plan(text, "mesh=8 zero-stage=3")
+    for axes in arg_axes(module, 2):
+        assert sorted(a for dim in axes for a in dim) == ["x"]
+    stats = run_and_compare(module)
+    assert stats is not None and stats.count(CollectiveKind.ALL_GATHER) >= 2  # gathered for use
+
+
+def test_force_data_parallel_needs_a_divisible_batch() -> None:
+    from alpa_mlir.passes import PassFailure
+
+    with pytest.raises(PassFailure, match=r"force-data-parallel: argument 2 \(6x16\) cannot be split"):
+        plan(donated_mlp_step(batch=6, hidden=16, ffn=16), "mesh=8 force-data-parallel=true")
