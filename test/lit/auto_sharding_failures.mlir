@@ -24,6 +24,14 @@
 // RUN: not alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=8 beta=1,0.1})' 2>&1 | filecheck %s --check-prefix=BETA
 // BETA: {{.*}}auto_sharding_failures.mlir:0:0: error: beta needs one value per mesh axis (1 for mesh=8), got 2: 1.0,0.1
 
+// Data-parallel options that do not fit the mesh or the module.
+// RUN: not alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=2x4 batch-axis=z})' 2>&1 | filecheck %s --check-prefix=BATCH-AXIS
+// BATCH-AXIS: {{.*}}auto_sharding_failures.mlir:0:0: error: batch-axis=z is not a mesh axis (x,y)
+// RUN: not alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=8 batch-args=99 force-data-parallel=true})' 2>&1 | filecheck %s --check-prefix=BATCH-ARGS
+// BATCH-ARGS: {{.*}}auto_sharding_failures.mlir:0:0: error: batch-args names argument 99, but @main has {{[0-9]+}} arguments
+// RUN: not alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=8 zero-stage=2})' 2>&1 | filecheck %s --check-prefix=ZERO
+// ZERO: {{.*}}auto_sharding_failures.mlir:0:0: error: zero-stage=1 and 2 are prefer-reduce-scatter's territory: use prefer-reduce-scatter=true
+
 // Clusters: an unknown preset, a missing file, a file that is not JSON, one that lacks
 // a key, and a mesh with more devices than the cluster has.
 // RUN: not alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=dgx-9000})' 2>&1 | filecheck %s --check-prefix=PRESET
