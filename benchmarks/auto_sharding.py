@@ -54,6 +54,7 @@ def main() -> int:
     p.add_argument("--cases", nargs="*", default=DEFAULT_CASES, help="model:preset ...")
     p.add_argument("--meshes", nargs="*", default=DEFAULT_MESHES)
     p.add_argument("--time-limit", type=float, default=None, help="ILP time limit per case (s)")
+    p.add_argument("--case-timeout", type=float, default=600, help="wall-clock limit per case (s)")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one case, print JSON
     args = p.parse_args()
     if args.one:
@@ -70,7 +71,13 @@ def main() -> int:
             if args.time_limit:
                 cmd += ["--time-limit", str(args.time_limit)]
             env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+            try:
+                proc = subprocess.run(
+                    cmd, capture_output=True, text=True, env=env, check=False, timeout=args.case_timeout
+                )
+            except subprocess.TimeoutExpired:
+                print(f"{model:<12}{preset:<8}{mesh:<6}  over {args.case_timeout:.0f} s", flush=True)
+                continue
             if proc.returncode != 0:
                 last = (proc.stderr.strip().splitlines() or ["?"])[-1]
                 print(f"{model:<12}{preset:<8}{mesh:<6}  failed: {last}")

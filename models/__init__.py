@@ -1,7 +1,7 @@
 """alpa_mlir.models: the JAX model zoo (plain JAX, no Flax) behind `alpa-export`.
 
 Models (one module each): `mlp`, `gpt`, `bert`, `moe`, `wide_resnet`; each has a frozen
-config dataclass, `PRESETS`, `param_shapes(config)` (abstract), `init_params(config, seed)`,
+config dataclass, `PRESETS`, `param_specs(config)` (shapes and initializers),
 `batch_shapes(config)`, `example_batch(config, rng)`, `loss(config, params, batch)` and
 `make_train_step(config, adam)` -> `train_step(params, opt_state, batch)`.
 

@@ -112,14 +112,6 @@ def param_specs(config: BertConfig) -> P.SpecTree:
     }
 
 
-def param_shapes(config: BertConfig) -> P.Params:
-    """Abstract parameters (`jax.ShapeDtypeStruct` tree); allocates nothing."""
-    return P.abstract_params(param_specs(config))
-
-
-def init_params(config: BertConfig, seed: int = 0) -> P.Params:
-    """Random parameters as numpy arrays (small configs only)."""
-    return P.init_params(param_specs(config), seed)
 
 
 def batch_shapes(config: BertConfig) -> Batch:

@@ -109,31 +109,16 @@ def param_specs(config: GPTConfig) -> P.SpecTree:
     return spec
 
 
-def param_shapes(config: GPTConfig) -> P.Params:
-    """Abstract parameters (`jax.ShapeDtypeStruct` tree); allocates nothing."""
-    return P.abstract_params(param_specs(config))
-
-
-def init_params(config: GPTConfig, seed: int = 0) -> P.Params:
-    """Random parameters as numpy arrays (small configs only)."""
-    return P.init_params(param_specs(config), seed)
 
 
 def batch_shapes(config: GPTConfig) -> Batch:
     """Abstract training batch."""
-    shape = (config.batch_size, config.seq_len)
-    return {
-        "input_ids": jax.ShapeDtypeStruct(shape, jnp.int32),
-        "labels": jax.ShapeDtypeStruct(shape, jnp.int32),
-    }
+    return T.lm_batch_shapes(config.batch_size, config.seq_len)
 
 
 def example_batch(config: GPTConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Random token sequences; labels are the inputs shifted by one."""
-    tokens = rng.integers(
-        0, config.vocab_size, (config.batch_size, config.seq_len + 1), dtype=np.int32
-    )
-    return {"input_ids": tokens[:, :-1].copy(), "labels": tokens[:, 1:].copy()}
+    return T.lm_example_batch(config.batch_size, config.seq_len, config.vocab_size, rng)
 
 
 def logits(config: GPTConfig, params: P.Params, input_ids: jax.Array) -> jax.Array:

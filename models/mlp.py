@@ -61,14 +61,6 @@ def param_specs(config: MLPConfig) -> P.SpecTree:
     }
 
 
-def param_shapes(config: MLPConfig) -> P.Params:
-    """Abstract parameters (`jax.ShapeDtypeStruct` tree); allocates nothing."""
-    return P.abstract_params(param_specs(config))
-
-
-def init_params(config: MLPConfig, seed: int = 0) -> P.Params:
-    """Random parameters as numpy arrays (small configs only)."""
-    return P.init_params(param_specs(config), seed)
 
 
 def batch_shapes(config: MLPConfig) -> Batch:

@@ -168,31 +168,16 @@ def param_specs(config: MoEConfig) -> P.SpecTree:
     return spec
 
 
-def param_shapes(config: MoEConfig) -> P.Params:
-    """Abstract parameters (`jax.ShapeDtypeStruct` tree); allocates nothing."""
-    return P.abstract_params(param_specs(config))
-
-
-def init_params(config: MoEConfig, seed: int = 0) -> P.Params:
-    """Random parameters as numpy arrays (small configs only)."""
-    return P.init_params(param_specs(config), seed)
 
 
 def batch_shapes(config: MoEConfig) -> Batch:
     """Abstract training batch."""
-    shape = (config.batch_size, config.seq_len)
-    return {
-        "input_ids": jax.ShapeDtypeStruct(shape, jnp.int32),
-        "labels": jax.ShapeDtypeStruct(shape, jnp.int32),
-    }
+    return T.lm_batch_shapes(config.batch_size, config.seq_len)
 
 
 def example_batch(config: MoEConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Random token sequences; labels are the inputs shifted by one."""
-    tokens = rng.integers(
-        0, config.vocab_size, (config.batch_size, config.seq_len + 1), dtype=np.int32
-    )
-    return {"input_ids": tokens[:, :-1].copy(), "labels": tokens[:, 1:].copy()}
+    return T.lm_example_batch(config.batch_size, config.seq_len, config.vocab_size, rng)
 
 
 def top2_routing(gates: jax.Array, capacity: int) -> tuple[jax.Array, jax.Array, jax.Array]:

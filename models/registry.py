@@ -15,7 +15,7 @@ import numpy as np
 from alpa_mlir.models import bert, gpt, mlp, moe, wide_resnet
 from alpa_mlir.models.adam import AdamConfig
 from alpa_mlir.models.errors import ModelConfigError
-from alpa_mlir.models.params import Params, count_params
+from alpa_mlir.models.params import Params, SpecTree, abstract_params, count_params, init_params
 from alpa_mlir.models.training import Batch, TrainStep
 
 C = TypeVar("C")
@@ -28,8 +28,7 @@ class ModelSpec(Generic[C]):
     name: str  # registered name, as typed on the command line
     summary: str  # one line for listings
     presets: Mapping[str, C]  # preset name -> config
-    param_shapes: Callable[[C], Params]  # abstract parameters (ShapeDtypeStruct tree)
-    init_params: Callable[[C, int], Params]  # random numpy parameters from a seed
+    param_specs: Callable[[C], SpecTree]  # parameter shapes and initializers
     batch_shapes: Callable[[C], Batch]  # abstract batch
     example_batch: Callable[[C, np.random.Generator], dict[str, np.ndarray]]  # random batch
     make_train_step: Callable[[C, AdamConfig | None], TrainStep]  # the training step
@@ -42,6 +41,14 @@ class ModelSpec(Generic[C]):
                 f"unknown preset {preset!r} for model {self.name!r}; valid presets: {valid}"
             )
         return apply_overrides(self.presets[preset], overrides)
+
+    def param_shapes(self, config: C) -> Params:
+        """Abstract parameters (`jax.ShapeDtypeStruct` tree); allocates nothing."""
+        return abstract_params(self.param_specs(config))
+
+    def init_params(self, config: C, seed: int = 0) -> Params:
+        """Random parameters as numpy arrays (small configs only)."""
+        return init_params(self.param_specs(config), seed)
 
     def num_params(self, config: C) -> int:
         """Parameter count, computed from the abstract shapes."""
@@ -102,8 +109,7 @@ def _spec(module: Any, name: str, summary: str) -> ModelSpec[Any]:
         name=name,
         summary=summary,
         presets=module.PRESETS,
-        param_shapes=module.param_shapes,
-        init_params=module.init_params,
+        param_specs=module.param_specs,
         batch_shapes=module.batch_shapes,
         example_batch=module.example_batch,
         make_train_step=module.make_train_step,

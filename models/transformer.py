@@ -11,6 +11,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from alpa_mlir.models.layers import dense, dense_spec
@@ -54,3 +55,20 @@ def mlp_spec(hidden: int, intermediate: int) -> SpecTree:
 def mlp(p: Params, x: jax.Array) -> jax.Array:
     """dense -> gelu (tanh approximation) -> dense."""
     return dense(p["fc_out"], jax.nn.gelu(dense(p["fc_in"], x), approximate=True))
+
+
+def lm_batch_shapes(batch_size: int, seq_len: int) -> dict[str, jax.ShapeDtypeStruct]:
+    """Abstract language-model batch: input token ids and next-token labels (B, S)."""
+    shape = (batch_size, seq_len)
+    return {
+        "input_ids": jax.ShapeDtypeStruct(shape, jnp.int32),
+        "labels": jax.ShapeDtypeStruct(shape, jnp.int32),
+    }
+
+
+def lm_example_batch(
+    batch_size: int, seq_len: int, vocab_size: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Random token sequences; labels are the inputs shifted by one."""
+    tokens = rng.integers(0, vocab_size, (batch_size, seq_len + 1), dtype=np.int32)
+    return {"input_ids": tokens[:, :-1].copy(), "labels": tokens[:, 1:].copy()}

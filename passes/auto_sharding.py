@@ -236,19 +236,12 @@ def predicted_collectives(
         for c in node.strategies[choices[node.index]].collectives:
             add(c.kind, c.nbytes)
     seen: set[tuple[ir.Value, TensorSpec]] = set()
-    for node in sg.nodes:
-        if node.op is None:
+    for use in problem.resharded_uses(sg, choices):
+        if (use.value.value, use.want) in seen:
             continue
-        strategy = node.strategies[choices[node.index]]
-        for k, operand in enumerate(node.op.operands):
-            want = strategy.inputs[k]
-            src = sg.producer[operand.value][0]
-            if want is None or sg.nodes[src].free or (operand.value, want) in seen:
-                continue
-            seen.add((operand.value, want))
-            have = sg.output_spec(operand, choices)
-            for kind, _, size in resharding_steps(have, want, operand.info.nbytes, sg.mesh, allow_all_to_all):
-                add(kind, size)
+        seen.add((use.value.value, use.want))
+        for kind, _, size in resharding_steps(use.have, use.want, use.value.info.nbytes, sg.mesh, allow_all_to_all):
+            add(kind, size)
     return {k: {"count": count[k], "bytes": nbytes[k]} for k in sorted(count)}
 
 

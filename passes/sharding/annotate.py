@@ -14,7 +14,7 @@ from jax.extend.mlir import ir
 from alpa_mlir.dialect_utils import sharding as S
 
 from .mesh import LogicalMesh
-from .problem import StrategyGraph
+from .problem import StrategyGraph, resharded_uses
 from .spec import TensorSpec
 
 MESH_NAME = "mesh"
@@ -75,21 +75,11 @@ def _constrain_operands(sg: StrategyGraph, choices: tuple[int, ...]) -> int:
     from jax.extend.mlir.dialects import sdy
 
     mesh = sg.mesh
-    inserted = 0
-    for node in sg.nodes:
-        if node.op is None or node.free:
-            continue
-        strategy = node.strategies[choices[node.index]]
-        for k, operand in enumerate(node.op.operands):
-            want = strategy.inputs[k]
-            if want is None or operand.info.rank == 0 or operand.info.dtype == "token":
-                continue
-            src, r = sg.producer[operand.value]
-            if sg.nodes[src].free or sg.nodes[src].strategies[choices[src]].outputs[r] == want:
-                continue
-            op = node.op.op
-            with op.context, ir.InsertionPoint(op), op.location:
-                constraint = sdy.ShardingConstraintOp(op.operands[k], to_sharding(want, mesh).attr())
-            op.operands[k] = constraint.result
-            inserted += 1
-    return inserted
+    uses = resharded_uses(sg, choices)
+    for use in uses:
+        assert use.node.op is not None
+        op = use.node.op.op
+        with op.context, ir.InsertionPoint(op), op.location:
+            constraint = sdy.ShardingConstraintOp(op.operands[use.operand], to_sharding(use.want, mesh).attr())
+        op.operands[use.operand] = constraint.result
+    return len(uses)

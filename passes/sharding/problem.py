@@ -202,6 +202,36 @@ def _connect_captured(
         sg.edges.append(IlpEdge(src, node.index, tuple(rows)))
 
 
+@dataclass(frozen=True)
+class ReshardedUse:
+    """An operand use whose required layout differs from what its producer made."""
+
+    node: PlanNode
+    operand: int
+    value: ValueNode
+    have: TensorSpec
+    want: TensorSpec
+
+
+def resharded_uses(sg: StrategyGraph, choices: tuple[int, ...]) -> list[ReshardedUse]:
+    """Under a plan, every use that needs a reshard (free producers excepted: their
+    consumers get their piece locally)."""
+    uses = []
+    for node in sg.nodes:
+        if node.op is None or node.free:
+            continue
+        strategy = node.strategies[choices[node.index]]
+        for k, operand in enumerate(node.op.operands):
+            want = strategy.inputs[k]
+            if want is None or operand.info.rank == 0 or operand.info.dtype == "token":
+                continue
+            src, r = sg.producer[operand.value]
+            have = sg.nodes[src].strategies[choices[src]].outputs[r]
+            if not sg.nodes[src].free and have != want:
+                uses.append(ReshardedUse(node, k, operand, have, want))
+    return uses
+
+
 def alias_pairs(sg: StrategyGraph, aliases: dict[int, int]) -> list[IlpPairConstraint]:
     """Donated argument i and result j (`tf.aliasing_output = j`) share a layout."""
     pairs = []

@@ -20,8 +20,9 @@ from alpa_mlir.runtime.reference import Tolerance, compare_outputs, compile_refe
 from alpa_mlir.runtime.spmd import CompileSettings, compile_program
 
 
-def mlp_step(batch: int, hidden: int, ffn: int) -> str:
-    """Two-layer MLP regression step with SGD: args w1, w2, x, y."""
+def mlp_step(batch: int, hidden: int, ffn: int, donate: bool = False) -> str:
+    """Two-layer MLP regression step with SGD: args w1, w2, x, y (the weights donated to
+    the updated weights with `donate`)."""
 
     def loss(w1: jax.Array, w2: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
         return jnp.mean((jax.nn.relu(x @ w1) @ w2 - y) ** 2)
@@ -31,7 +32,8 @@ def mlp_step(batch: int, hidden: int, ffn: int) -> str:
         return w1 - 0.1 * g1, w2 - 0.1 * g2
 
     shapes = [(hidden, ffn), (ffn, hidden), (batch, hidden), (batch, hidden)]
-    return jax.jit(step).lower(*[jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes]).as_text()
+    jitted = jax.jit(step, donate_argnums=(0, 1) if donate else ())
+    return jitted.lower(*[jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes]).as_text()
 
 
 def plan(text: str, options: str):  # type: ignore[no-untyped-def]
@@ -143,23 +145,8 @@ def test_prefer_reduce_scatter_scatters_gradients(tmp_path: Path) -> None:
     assert predicted["true"].get("all-reduce", {"count": 0})["count"] < predicted["false"]["all-reduce"]["count"]
 
 
-def donated_mlp_step(batch: int, hidden: int, ffn: int) -> str:
-    """mlp_step with the weights donated (aliased to the updated weights)."""
-
-    def loss(w1: jax.Array, w2: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
-        return jnp.mean((jax.nn.relu(x @ w1) @ w2 - y) ** 2)
-
-    def step(w1: jax.Array, w2: jax.Array, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
-        g1, g2 = jax.grad(loss, argnums=(0, 1))(w1, w2, x, y)
-        return w1 - 0.1 * g1, w2 - 0.1 * g2
-
-    shapes = [(hidden, ffn), (ffn, hidden), (batch, hidden), (batch, hidden)]
-    lowered = jax.jit(step, donate_argnums=(0, 1)).lower(*[jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes])
-    return lowered.as_text()
-
-
 def test_force_data_parallel_overrides_megatron() -> None:
-    text = donated_mlp_step(batch=64, hidden=256, ffn=1024)  # Megatron sizes
+    text = mlp_step(batch=64, hidden=256, ffn=1024, donate=True)  # Megatron sizes
     assert arg_axes(plan(text, "mesh=8"), 4)[0] != ((), ())
     module = plan(text, "mesh=8 force-data-parallel=true")
     assert arg_axes(module, 4) == [((), ()), ((), ()), (("x",), ()), (("x",), ())]
@@ -170,7 +157,7 @@ def test_force_data_parallel_overrides_megatron() -> None:
 
 
 def test_zero_stage_3_shards_every_parameter() -> None:
-    text = donated_mlp_step(batch=1024, hidden=64, ffn=64)  # data-parallel sizes
+    text = mlp_step(batch=1024, hidden=64, ffn=64, donate=True)  # data-parallel sizes
     assert arg_axes(plan(text, "mesh=8"), 2) == [((), ()), ((), ())]
     module = plan(text, "mesh=8 zero-stage=3")
     for axes in arg_axes(module, 2):
@@ -183,4 +170,4 @@ def test_force_data_parallel_needs_a_divisible_batch() -> None:
     from alpa_mlir.passes import PassFailure
 
     with pytest.raises(PassFailure, match=r"force-data-parallel: argument 2 \(6x16\) cannot be split"):
-        plan(donated_mlp_step(batch=6, hidden=16, ffn=16), "mesh=8 force-data-parallel=true")
+        plan(mlp_step(batch=6, hidden=16, ffn=16, donate=True), "mesh=8 force-data-parallel=true")
