@@ -15,6 +15,8 @@ from typing import Any
 from jax.extend.mlir import ir
 
 SDY_SHARDING = "sdy.sharding"
+GSPMD_SHARDING = "mhlo.sharding"
+_SHARDING_ATTRS = (SDY_SHARDING, GSPMD_SHARDING)
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,40 @@ class Sharding:
                 factor *= mesh.axis_size(a)
             if size % factor:
                 raise ValueError(f"sharding {self.text()}: dim of size {size} not divisible by {factor}")
+
+
+def to_gspmd(sharding: Sharding, mesh: Mesh) -> str:
+    """The same layout as an XLA HloSharding string (GSPMD's `mhlo.sharding`), with
+    devices numbered row-major over `mesh`: `{devices=[1,4,2]<=[2,4]T(1,0)
+    last_tile_dim_replicate}` for `[{}, {"y"}]` on `["x"=2, "y"=4]`."""
+    if mesh.device_ids is not None:
+        raise ValueError("GSPMD output needs a mesh without explicit device_ids")
+    sizes = dict(zip(mesh.axis_names, mesh.shape, strict=True))
+    tiles = []
+    order: list[str] = []
+    for dim in sharding.dims:
+        factor = 1
+        for a in dim.axes:
+            factor *= sizes[a]
+            order.append(a)
+        tiles.append(factor)
+    unused = [a for a in mesh.axis_names if a not in order and sizes[a] > 1]
+    replicate = 1
+    for a in unused:
+        replicate *= sizes[a]
+    if all(t == 1 for t in tiles):
+        return "{replicated}"
+    order += unused
+    real = [a for a in mesh.axis_names if sizes[a] > 1]
+    order = [a for a in order if sizes[a] > 1]
+    dims = ",".join(map(str, tiles + ([replicate] if replicate > 1 else [])))
+    if order == real:
+        devices = f"<=[{mesh.size}]"
+    else:
+        perm = ",".join(str(real.index(a)) for a in order)
+        devices = f"<=[{','.join(str(sizes[a]) for a in real)}]T({perm})"
+    suffix = " last_tile_dim_replicate" if replicate > 1 else ""
+    return f"{{devices=[{dims}]{devices}{suffix}}}"
 
 
 # ----------------------------------------------------------------------------- text parsing
@@ -434,11 +470,16 @@ def insert_sharding_constraint(value: ir.Value, sharding: Sharding, loc: ir.Loca
 
 
 
+def _is_gspmd_constraint(op: ir.Operation) -> bool:
+    return op.name == "stablehlo.custom_call" and str(op.attributes["call_target_name"]) == '"Sharding"'
+
+
 def strip_shardings(module: ir.Module) -> int:
-    """Remove every Shardy annotation: `sdy.sharding` on function arguments, results and
-    ops, `sdy.sharding_constraint` / `sdy.reshard` ops (their uses take the operand) and
-    `sdy.mesh` symbols; sets `mhlo.num_partitions` to 1 when present. Returns the number
-    of annotations removed. The computation itself is unchanged."""
+    """Remove every sharding annotation: `sdy.sharding` / `mhlo.sharding` on function
+    arguments, results and ops, `sdy.sharding_constraint` / `sdy.reshard` ops and GSPMD's
+    `custom_call @Sharding` (their uses take the operand) and `sdy.mesh` symbols; sets
+    `mhlo.num_partitions` to 1 when present. Returns the number of annotations removed.
+    The computation itself is unchanged."""
     from .graph import functions
 
     removed = 0
@@ -446,21 +487,24 @@ def strip_shardings(module: ir.Module) -> int:
         n_in, n_out = _signature_counts(func_op)
         for key, count in (("arg_attrs", n_in), ("res_attrs", n_out)):
             dicts = _attr_list(func_op, key, count)
-            hits = sum(1 for d in dicts if SDY_SHARDING in d)
+            hits = sum(1 for d in dicts for k in _SHARDING_ATTRS if k in d)
             if hits:
                 for d in dicts:
-                    d.pop(SDY_SHARDING, None)
+                    for k in _SHARDING_ATTRS:
+                        d.pop(k, None)
                 _set_attr_list(func_op, key, dicts)
                 removed += hits
         doomed: list[ir.Operation] = []
 
         def visit(op: ir.Operation, doomed: list[ir.Operation] = doomed) -> ir.WalkResult:
             nonlocal removed
-            if op.name in ("sdy.sharding_constraint", "sdy.reshard"):
+            if op.name in ("sdy.sharding_constraint", "sdy.reshard") or _is_gspmd_constraint(op):
                 doomed.append(op)
-            elif SDY_SHARDING in op.attributes:
-                del op.attributes[SDY_SHARDING]
-                removed += 1
+                return ir.WalkResult.ADVANCE
+            for k in _SHARDING_ATTRS:
+                if k in op.attributes:
+                    del op.attributes[k]
+                    removed += 1
             return ir.WalkResult.ADVANCE
 
         func_op.walk(visit)

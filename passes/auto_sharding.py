@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import time
 from collections import Counter
@@ -30,6 +31,11 @@ from .sharding.strategy import Options, RuleContext, Strategy
 DEFAULT_AXIS_NAMES = ("x", "y", "z", "w")
 
 
+class ShardingFormat(enum.Enum):
+    SDY = "sdy"
+    GSPMD = "gspmd"
+
+
 @dataclass(frozen=True)
 class AutoShardingPass(Pass):
     """Choose a sharding for every tensor of @main on a logical device mesh (Alpa's ILP).
@@ -45,6 +51,10 @@ class AutoShardingPass(Pass):
     program picks one strategy per node minimizing the total (OR-tools), with donated
     argument/result pairs sharing a layout and an optional per-device memory budget over
     liveness. Ops without a rule are replicated, with a warning.
+    Data-parallel controls: force-data-parallel splits the batch dim of every value (from
+    the batch arguments, by default those not donated) over the mesh and replicates the
+    rest; batch-axis pins the batch to one mesh axis; zero-stage=3 splits every donated
+    argument over the mesh; prefer-reduce-scatter reduce-scatters partial sums (ZeRO-2).
     """
 
     NAME: ClassVar[str] = "alpa-auto-sharding"
@@ -77,6 +87,10 @@ class AutoShardingPass(Pass):
     solver: SolverChoice = field(default=SolverChoice.AUTO, metadata={"help": "ILP solver"})
     time_limit: float | None = field(default=None, metadata={"help": "solver time limit, s (best incumbent after it)"})
     report: str = field(default="", metadata={"help": "write a JSON report of the plan to this path"})
+    sharding_format: ShardingFormat = field(
+        default=ShardingFormat.SDY,
+        metadata={"help": "sdy (Shardy), or gspmd (mhlo.sharding + custom_call @Sharding)"},
+    )
 
     def run(self, module: ir.Module, ctx: PassContext) -> None:
         started = time.perf_counter()
@@ -110,6 +124,8 @@ class AutoShardingPass(Pass):
         try:
             solution = solve(ilp, SolverOptions(self.solver, self.time_limit))
         except InfeasibleError as e:
+            if self.memory_budget is None:
+                ctx.fail(f"no plan meets the constraints: {e}", func.location)
             peak = f"; the smallest peak this model can reach on this mesh is {e.min_peak_memory:.0f} bytes" if e.min_peak_memory is not None else ""
             ctx.fail(f"memory-budget={self.memory_budget} bytes per device cannot be met{peak}", func.location)
         except SolverError as e:
@@ -119,7 +135,8 @@ class AutoShardingPass(Pass):
                 f"the ILP solver stopped at its time limit ({self.time_limit} s): the plan is the best found, not proven optimal",
                 func.location,
             )
-        constraints = annotate.write_sdy(module, sg, solution.choices)
+        writer = annotate.write_gspmd if self.sharding_format is ShardingFormat.GSPMD else annotate.write_sdy
+        constraints = writer(module, sg, solution.choices)
         if self.report:
             data = _report(self, sg, solution, constraints, time.perf_counter() - started)
             try:

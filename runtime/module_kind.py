@@ -3,7 +3,7 @@
 - PLAIN: no partitioning annotations; runs on one device.
 - SPMD:  `sdy.mesh` + `sdy.sharding` annotations; XLA's Shardy partitioner turns it into one
          program per device of the mesh (`runtime.spmd`).
-- GSPMD: `mhlo.sharding` annotations (the deprecated GSPMD format); not executed yet.
+- GSPMD: `mhlo.sharding` annotations (the deprecated GSPMD format), compiled with XLA's GSPMD partitioner.
 - MPMD:  Shardy's `mpmd` dialect (`#mpmd.topology` on @main, `mpmd.fragment`s per stage);
          executed by the pipeline runtime (not written yet).
 """

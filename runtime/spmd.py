@@ -172,9 +172,15 @@ class TimedRun:
 
 
 def program_mesh(module: ir.Module, devices: Sequence[jax.Device]) -> DeviceMesh:
-    """The devices a module runs on: its sdy mesh over `devices`, or `devices[0]`."""
+    """The devices a module runs on: its sdy mesh over `devices`, for a GSPMD module its
+    `mhlo.num_partitions` first devices, else `devices[0]`."""
     if not devices:
         raise DeviceCountError("no devices given")
+    if module_kind(module) is ModuleKind.GSPMD:
+        n = required_devices(module)
+        if n > len(devices):
+            raise DeviceCountError(f"the module has mhlo.num_partitions = {n}, got {len(devices)} devices")
+        return DeviceMesh.single(devices[0]) if n == 1 else DeviceMesh(tuple(devices[:n]), (n,), ("d",))
     found = spmd_mesh(module)
     if found is None or found[1].size == 1:
         return DeviceMesh.single(devices[0])
@@ -187,7 +193,11 @@ def program_mesh(module: ir.Module, devices: Sequence[jax.Device]) -> DeviceMesh
 
 
 def required_devices(module: ir.Module) -> int:
-    """How many devices the module needs (its mesh size, or 1)."""
+    """How many devices the module needs (its mesh size, `mhlo.num_partitions` for a
+    GSPMD module, or 1)."""
+    if module_kind(module) is ModuleKind.GSPMD:
+        attrs = module.operation.attributes
+        return int(ir.IntegerAttr(attrs["mhlo.num_partitions"]).value) if "mhlo.num_partitions" in attrs else 1
     found = spmd_mesh(module)
     return 1 if found is None else found[1].size
 
@@ -236,7 +246,9 @@ def _placement(
     return actual, f"{text}, compiled by XLA as {hlo_sharding.describe(compiled)}"
 
 
-def compile_options(mesh: DeviceMesh, dump_dir: Path | None) -> Any:
+def compile_options(mesh: DeviceMesh, dump_dir: Path | None, shardy: bool = True) -> Any:
+    """XLA options for `mesh`: SPMD partitioning with Shardy (or GSPMD for `mhlo.sharding`
+    modules, which Shardy's compile path rejects)."""
     grid = np.empty(mesh.size, dtype=object)
     grid[:] = list(mesh.devices)
     options = jax.extend.backend.get_compile_options(
@@ -244,7 +256,7 @@ def compile_options(mesh: DeviceMesh, dump_dir: Path | None) -> Any:
     )
     build = options.executable_build_options
     build.use_spmd_partitioning = True
-    build.use_shardy_partitioner = True
+    build.use_shardy_partitioner = shardy
     if dump_dir is not None:
         debug = build.debug_options
         debug.xla_dump_to = str(dump_dir)
@@ -263,10 +275,6 @@ def compile_program(
     kind = module_kind(module)
     if kind is ModuleKind.MPMD:
         raise UnsupportedModuleError("MPMD modules are not supported yet")
-    if kind is ModuleKind.GSPMD:
-        raise UnsupportedModuleError(
-            "GSPMD modules (mhlo.sharding annotations) are not supported; use Shardy (sdy) shardings"
-        )
     signature = read_signature(module)
     mesh = program_mesh(module, devices)
     text = _compile_text(module)
@@ -276,7 +284,7 @@ def compile_program(
         start = time.perf_counter()
         try:
             executable = backend.compile_and_load(
-                text, list(mesh.devices), compile_options(mesh, dump_dir)
+                text, list(mesh.devices), compile_options(mesh, dump_dir, shardy=kind is not ModuleKind.GSPMD)
             )
         except jax.errors.JaxRuntimeError as err:
             raise CompileError(f"XLA could not compile the module: {err}") from None

@@ -199,12 +199,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         # The pipeline runtime goes here: one executable per fragment and submesh,
         # driven by a schedule (GPipe / 1F1B), with transfers between submeshes.
         raise DiagnosticError.single("MPMD modules are not supported yet", _main_loc(loaded.module))
-    if kind is ModuleKind.GSPMD:
-        raise DiagnosticError.single(
-            "GSPMD modules (mhlo.sharding annotations) are not supported; use Shardy (sdy) shardings",
-            _main_loc(loaded.module),
-        )
-    return run_spmd(args, loaded, out)  # PLAIN and SPMD
+    return run_spmd(args, loaded, out)  # PLAIN, SPMD and GSPMD
 
 
 def main(argv: list[str] | None = None) -> int:

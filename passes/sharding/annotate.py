@@ -10,6 +10,7 @@ attributes on op results, so constraint ops are what steers its partitioner.
 from __future__ import annotations
 
 from jax.extend.mlir import ir
+from jax.extend.mlir.dialects import stablehlo
 
 from alpa_mlir.dialect_utils import sharding as S
 
@@ -83,3 +84,43 @@ def _constrain_operands(sg: StrategyGraph, choices: tuple[int, ...]) -> int:
             constraint = sdy.ShardingConstraintOp(op.operands[use.operand], to_sharding(use.want, mesh).attr())
         op.operands[use.operand] = constraint.result
     return len(uses)
+
+
+def write_gspmd(module: ir.Module, sg: StrategyGraph, choices: tuple[int, ...]) -> int:
+    """The same plan in GSPMD form, for compilers that still read it: `mhlo.sharding`
+    strings on @main's arguments and results and `stablehlo.custom_call @Sharding` where
+    write_sdy puts constraints; no mesh symbol. Returns the constraints inserted."""
+    write_sdy(module, sg, choices)
+    mesh = sdy_mesh(sg.mesh)
+    func = sg.graph.func_op
+    with module.context:
+        for key in ("arg_attrs", "res_attrs"):
+            if key not in func.attributes:
+                continue
+            dicts = []
+            for d in ir.ArrayAttr(func.attributes[key]):
+                entries = {ir.DictAttr(d)[i].name: ir.DictAttr(d)[i].attr for i in range(len(ir.DictAttr(d)))}
+                if S.SDY_SHARDING in entries:
+                    text = S.to_gspmd(S.parse_sharding(str(entries.pop(S.SDY_SHARDING))), mesh)
+                    entries[S.GSPMD_SHARDING] = ir.StringAttr.get(text)
+                dicts.append(ir.DictAttr.get(entries))
+            func.attributes[key] = ir.ArrayAttr.get(dicts)
+        constraints: list[ir.Operation] = []
+
+        def visit(op: ir.Operation) -> ir.WalkResult:
+            if op.name == "sdy.sharding_constraint":
+                constraints.append(op)
+            return ir.WalkResult.ADVANCE
+
+        func.walk(visit)
+        for op in constraints:
+            text = S.to_gspmd(S.constraint_sharding(op), mesh)
+            with ir.InsertionPoint(op), op.location:
+                call = stablehlo.CustomCallOp(
+                    [op.results[0].type], [op.operands[0]], call_target_name="Sharding",
+                )
+            call.attributes[S.GSPMD_SHARDING] = ir.StringAttr.get(text)
+            op.results[0].replace_all_uses_with(call.results[0])
+            op.erase()
+        S.remove_meshes(module)
+    return len(constraints)

@@ -171,3 +171,15 @@ def test_force_data_parallel_needs_a_divisible_batch() -> None:
 
     with pytest.raises(PassFailure, match=r"force-data-parallel: argument 2 \(6x16\) cannot be split"):
         plan(mlp_step(batch=6, hidden=16, ffn=16, donate=True), "mesh=8 force-data-parallel=true")
+
+
+def test_gspmd_format_runs_like_sdy() -> None:
+    text = mlp_step(batch=512, hidden=256, ffn=1024)
+    sdy_plan = plan(text, "mesh=2x4")
+    gspmd_plan = plan(text, "mesh=2x4 sharding-format=gspmd")
+    printed = print_module(gspmd_plan)
+    assert "sdy." not in printed and "#sdy" not in printed
+    assert 'mhlo.sharding = "{devices=[' in printed and "custom_call @Sharding" in printed
+    sdy_stats, gspmd_stats = run_and_compare(sdy_plan), run_and_compare(gspmd_plan)
+    assert sdy_stats is not None and gspmd_stats is not None
+    assert gspmd_stats.counts == sdy_stats.counts  # the same plan, partitioned alike

@@ -174,11 +174,17 @@ def test_module_kinds(ctx: ir.Context, devs: tuple[jax.Device, ...]) -> None:
     assert module_kind(parse(PLAIN, ctx)) is ModuleKind.PLAIN
     assert module_kind(parse(MATMUL_CONTRACTING_X, ctx)) is ModuleKind.SPMD
     assert module_kind(parse(MPMD, ctx)) is ModuleKind.MPMD
-    gspmd = parse('func.func @main(%a: tensor<8xf32> {mhlo.sharding = "{devices=[2]<=[2]}"}) -> tensor<8xf32> {\n'
-                  "  return %a : tensor<8xf32>\n}", ctx)
+    gspmd = parse(
+        'module attributes {mhlo.num_partitions = 2 : i32} {\n'
+        'func.func @main(%a: tensor<8xf32> {mhlo.sharding = "{devices=[2]<=[2]}"}) -> tensor<8xf32> {\n'
+        "  %0 = stablehlo.multiply %a, %a : tensor<8xf32>\n"
+        '  %1 = stablehlo.custom_call @Sharding(%0) {mhlo.sharding = "{replicated}"} : (tensor<8xf32>) -> tensor<8xf32>\n'
+        "  return %1 : tensor<8xf32>\n}\n}", ctx)
     assert module_kind(gspmd) is ModuleKind.GSPMD
-    with pytest.raises(UnsupportedModuleError, match="GSPMD modules"):
-        spmd.compile_program(gspmd, devs)
+    program = spmd.compile_program(gspmd, devs)  # GSPMD's partitioner, on 2 devices
+    assert program.num_partitions == 2
+    x = np.arange(8, dtype=np.float32)
+    np.testing.assert_array_equal(program.run([x])[0], x * x)
 
 
 def test_signature_reads_shardings_and_donation(ctx: ir.Context, mlp_data_parallel: ir.Module) -> None:

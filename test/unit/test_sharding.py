@@ -125,3 +125,20 @@ def test_strip_shardings() -> None:
     text = print_module(m)
     assert "sdy" not in text and "mhlo.num_partitions = 1" in text
     assert m.operation.verify()
+
+
+def test_gspmd_strings_match_jax() -> None:
+    """The HloSharding text JAX itself writes for these layouts on a 2x4 ("x", "y") mesh
+    under jax_use_shardy_partitioner=False (read off jax 0.10.2's lowering)."""
+    mesh = S.Mesh.from_shape((2, 4), ("x", "y"))
+    cases = {
+        ((), ("y",)): "{devices=[1,4,2]<=[2,4]T(1,0) last_tile_dim_replicate}",
+        (("x",), ()): "{devices=[2,1,4]<=[8] last_tile_dim_replicate}",
+        (("y",), ("x",)): "{devices=[4,2]<=[2,4]T(1,0)}",
+        (("x", "y"), ()): "{devices=[8,1]<=[8]}",
+        ((), ()): "{replicated}",
+    }
+    for axes, text in cases.items():
+        assert S.to_gspmd(S.Sharding.from_axes("mesh", axes), mesh) == text
+    with pytest.raises(ValueError, match="device_ids"):
+        S.to_gspmd(S.Sharding.from_axes("mesh", [("x",)]), S.Mesh(mesh.axes, tuple(range(8))))
