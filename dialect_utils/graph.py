@@ -150,9 +150,14 @@ def decode_int_array(a: ir.Attribute) -> tuple[int, ...]:
     raise ValueError(f"not an integer array attribute: {a}")
 
 
+# Terminators whose operands are a body's results.
+TERMINATORS = frozenset(("func.return", "mpmd.return", "stablehlo.return", "sdy.return"))
+
+
 class FunctionGraph:
-    """Read-only view of a `func.func`: arguments, top-level ops (without the
-    terminator) in order, returned values, and users of each value."""
+    """Read-only view of a `func.func` (or any single-block body, such as an
+    `mpmd.fragment`'s): arguments, top-level ops (without the terminator) in order,
+    returned values, and users of each value."""
 
     def __init__(self, func_op: Any) -> None:
         self.func_op: ir.Operation = func_op.operation
@@ -166,7 +171,7 @@ class FunctionGraph:
         for op in block.operations:
             operation = op.operation
             operands = tuple(self._lookup(v) for v in operation.operands)
-            if operation.name == "func.return":
+            if operation.name in TERMINATORS:
                 returned = operands
                 continue
             index = len(ops)
@@ -184,7 +189,10 @@ class FunctionGraph:
 
     @property
     def name(self) -> str:
-        return str(ir.StringAttr(self.func_op.attributes["sym_name"]).value)
+        attrs = self.func_op.attributes
+        if "sym_name" in attrs:
+            return str(ir.StringAttr(attrs["sym_name"]).value)
+        return str(self.func_op.name)
 
     def _add_value(self, v: ir.Value, producer: int | None, index: int) -> ValueNode:
         node = ValueNode(v, _info_or_token(v.type), producer, index)

@@ -276,7 +276,7 @@ def _report(p: AutoShardingPass, sg: problem.StrategyGraph, solution: Any, const
         })
     return {
         "mesh": {"shape": list(mesh.shape), "axes": list(mesh.axis_names), "alpha": list(mesh.alpha), "beta": list(mesh.beta)},
-        "options": {k: format_value(v) for k, v in p.changed_options().items()},
+        "options": {k: format_value(v) for k, v in p.changed_options().items() if k != "report"},
         "objective": solution.objective,
         "solver": {"name": solution.solver, "status": solution.status.value, "seconds": solution.solve_seconds},
         "ilp": dataclasses.asdict(solution.stats),
@@ -286,5 +286,6 @@ def _report(p: AutoShardingPass, sg: problem.StrategyGraph, solution: Any, const
         "predicted_collectives": predicted_collectives(sg, choices, p.allow_all_to_all),
         "arguments": args,
         "argument_bytes_per_device": sum(a["bytes_per_device"] for a in args),
+        "estimated_peak_bytes_per_device": problem.peak_bytes(sg, choices),
         "pass_seconds": seconds,
     }

@@ -283,6 +283,36 @@ def live_sets(sg: StrategyGraph) -> list[tuple[int, ...]]:
     return sets
 
 
+def peak_bytes(sg: StrategyGraph, choices: tuple[int, ...]) -> float:
+    """Estimated peak per-device bytes of live values under a plan: arguments throughout,
+    each op's results from the op to their last use (no buffer reuse, no fusion)."""
+    end = len(sg.graph.ops)
+    last_use: dict[int, int] = {}
+    for op in sg.graph.ops:
+        for operand in [*op.operands, *sg.graph.captured(op)]:
+            last_use[sg.producer[operand.value][0]] = op.index
+    for v in sg.graph.returned:
+        last_use[sg.producer[v.value][0]] = end
+
+    def size(node: PlanNode) -> float:
+        values = [node.arg] if node.arg is not None else list(node.op.results) if node.op is not None else []
+        outputs = node.strategies[choices[node.index]].outputs
+        return sum(v.info.nbytes / shard_count(outputs[r], sg.mesh) for r, v in enumerate(values))
+
+    live = sum(size(n) for n in sg.nodes if n.arg is not None)
+    freed: dict[int, float] = {}
+    peak = live
+    for node in sg.nodes:
+        if node.op is None:
+            continue
+        t = node.op.index
+        live += size(node)
+        peak = max(peak, live)
+        freed[last_use.get(node.index, t)] = freed.get(last_use.get(node.index, t), 0.0) + size(node)
+        live -= freed.pop(t, 0.0)
+    return peak
+
+
 def to_problem(
     sg: StrategyGraph,
     pairs: list[IlpPairConstraint],

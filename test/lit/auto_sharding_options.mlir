@@ -95,9 +95,7 @@
 // REPORT-NEXT:   },
 // REPORT:        "objective": {{[0-9]+(\.[0-9]+)?(e[-+]?[0-9]+)?}},
 // REPORT-NEXT:   "ops": 9,
-// REPORT-NEXT:   "options": {
-// REPORT-NEXT:     "report": "{{.*}}.json"
-// REPORT-NEXT:   },
+// REPORT-NEXT:   "options": {},
 // REPORT-NEXT:   "pass_seconds": {{[0-9.e-]+}},
 // REPORT-NEXT:   "predicted_collectives": {
 // REPORT-NEXT:     "all-reduce": {

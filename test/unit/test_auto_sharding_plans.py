@@ -100,9 +100,20 @@ def test_slow_and_fast_axes_combine_data_and_operator_parallelism() -> None:
     run_and_compare(module)
 
 
-def test_output_is_deterministic() -> None:
+def test_output_and_report_are_deterministic(tmp_path: Path) -> None:
     text = mlp_step(batch=64, hidden=32, ffn=64)
-    assert print_module(plan(text, "mesh=2x4")) == print_module(plan(text, "mesh=2x4"))
+    outputs, reports = [], []
+    for run in range(2):
+        path = tmp_path / f"{run}.json"
+        outputs.append(print_module(plan(text, f"mesh=2x4 report={path}")))
+        report = json.loads(path.read_text())
+        for timing in ("pass_seconds",):
+            report.pop(timing)
+        report["solver"].pop("seconds")
+        reports.append(report)
+    assert outputs[0] == outputs[1]
+    assert reports[0] == reports[1]
+    assert reports[0]["estimated_peak_bytes_per_device"] >= reports[0]["argument_bytes_per_device"] > 0
 
 
 @pytest.mark.parametrize("mesh", ["4", "8", "2x2", "2x4"])

@@ -72,3 +72,27 @@ def test_main_function_missing() -> None:
     module = parse_module("func.func @other() { return }", make_context())
     with pytest.raises(ValueError, match=r"no function @main \(found: other\)"):
         main_function(module)
+
+
+def test_graph_of_an_mpmd_fragment_body() -> None:
+    module = parse_module(
+        """
+!m1_t = !mpmd.mesh_tensor<"m1", tensor<4x8xf32>>
+func.func @main(%arg0: !m1_t) -> !m1_t attributes {
+    topology = #mpmd.topology<<"m1": <["x"=2]>>>} {
+  %0 = mpmd.fragment<mesh="m1", origin=["f1"]> (%arg0) (%a: tensor<4x8xf32>) {
+    %1 = stablehlo.add %a, %a : tensor<4x8xf32>
+    %2 = stablehlo.tanh %1 : tensor<4x8xf32>
+    mpmd.return %2 : tensor<4x8xf32>
+  } : (!m1_t) -> !m1_t
+  return %0 : !m1_t
+}
+""",
+        make_context(),
+    )
+    fragment = FunctionGraph(main_function(module)).ops[0].op
+    body = FunctionGraph(fragment)
+    assert body.name == "mpmd.fragment"
+    assert [op.name for op in body.ops] == ["stablehlo.add", "stablehlo.tanh"]
+    assert body.args[0].info == TensorInfo((4, 8), "f32")
+    assert [r.producer for r in body.returned] == [1]
