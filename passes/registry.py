@@ -15,6 +15,7 @@ _PASSES = MappingProxyType(
     {
         "alpa-annotate-flops": "alpa_mlir.passes.annotate_flops:AnnotateFlopsPass",
         "alpa-auto-sharding": "alpa_mlir.passes.auto_sharding:AutoShardingPass",
+        "alpa-layer-construction": "alpa_mlir.passes.layer_construction:LayerConstructionPass",
         "alpa-inline-calls": "alpa_mlir.passes.inline_calls:InlineCallsPass",
         "alpa-strip-sharding": "alpa_mlir.passes.strip_sharding:StripShardingPass",
     }

@@ -258,16 +258,23 @@ def alias_pairs(sg: StrategyGraph, aliases: dict[int, int]) -> list[IlpPairConst
     return pairs
 
 
-def live_sets(sg: StrategyGraph) -> list[tuple[int, ...]]:
-    """Plan nodes whose outputs are alive at each op (arguments live throughout): a sweep
-    over [producer, last use] intervals."""
-    end = len(sg.graph.ops)
+def _last_uses(sg: StrategyGraph) -> dict[int, int]:
+    """Per plan node, the index of the last op using its outputs (the op count for
+    returned values); captured uses inside regions count."""
     last_use: dict[int, int] = {}
     for op in sg.graph.ops:
         for operand in [*op.operands, *sg.graph.captured(op)]:
             last_use[sg.producer[operand.value][0]] = op.index
     for v in sg.graph.returned:
-        last_use[sg.producer[v.value][0]] = end
+        last_use[sg.producer[v.value][0]] = len(sg.graph.ops)
+    return last_use
+
+
+def live_sets(sg: StrategyGraph) -> list[tuple[int, ...]]:
+    """Plan nodes whose outputs are alive at each op (arguments live throughout): a sweep
+    over [producer, last use] intervals."""
+    end = len(sg.graph.ops)
+    last_use = _last_uses(sg)
     live = {n.index for n in sg.nodes if n.arg is not None}
     expiring: dict[int, list[int]] = {}
     sets = []
@@ -286,13 +293,7 @@ def live_sets(sg: StrategyGraph) -> list[tuple[int, ...]]:
 def peak_bytes(sg: StrategyGraph, choices: tuple[int, ...]) -> float:
     """Estimated peak per-device bytes of live values under a plan: arguments throughout,
     each op's results from the op to their last use (no buffer reuse, no fusion)."""
-    end = len(sg.graph.ops)
-    last_use: dict[int, int] = {}
-    for op in sg.graph.ops:
-        for operand in [*op.operands, *sg.graph.captured(op)]:
-            last_use[sg.producer[operand.value][0]] = op.index
-    for v in sg.graph.returned:
-        last_use[sg.producer[v.value][0]] = end
+    last_use = _last_uses(sg)
 
     def size(node: PlanNode) -> float:
         values = [node.arg] if node.arg is not None else list(node.op.results) if node.op is not None else []
