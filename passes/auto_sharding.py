@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from jax.extend.mlir import ir, passmanager
+from jax.extend.mlir import ir
 
-from alpa_mlir.dialect_utils.graph import FunctionGraph, OpNode, ValueNode, functions, main_function
+from alpa_mlir.dialect_utils.graph import FunctionGraph, OpNode, ValueNode
 from alpa_mlir.dialect_utils.sharding import arg_attrs, strip_shardings
 
-from .inline_calls import inline_calls
+from .inline_calls import inlined_main
 from .options import format_value
 from .pass_base import Pass, PassContext
 from .sharding import annotate, problem
@@ -99,14 +99,8 @@ class AutoShardingPass(Pass):
             cluster = load_cluster(self.cluster)
         except ClusterError as e:
             ctx.fail(str(e))
-        funcs = functions(module)
-        if "main" not in funcs:
-            found = ", ".join(f"@{n}" for n in funcs) or "none"
-            ctx.fail(f"alpa-auto-sharding needs a @main function (found: {found})", module.operation.location)
-        inline_calls(module)
-        passmanager.PassManager.parse("builtin.module(symbol-dce)", context=module.context).run(module.operation)
+        func = inlined_main(module, ctx, self.NAME)
         strip_shardings(module)
-        func = main_function(module)
         graph = FunctionGraph(func)
         rule_ctx = RuleContext(mesh, 1.0 / cluster.peak_flops, Options(allow_all_to_all=self.allow_all_to_all, prefer_reduce_scatter=self.prefer_reduce_scatter))
         aliases = {

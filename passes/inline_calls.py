@@ -39,6 +39,21 @@ def inline_calls(module: ir.Module) -> int:
     raise ValueError(f"calls nested deeper than {MAX_ROUNDS} levels (recursion?)")
 
 
+def inlined_main(module: ir.Module, ctx: PassContext, pass_name: str) -> ir.Operation:
+    """@main with every call inlined and dead private functions dropped: what the
+    planning passes analyze. Fails (naming `pass_name`) when there is no @main."""
+    funcs = functions(module)
+    if "main" not in funcs:
+        found = ", ".join(f"@{n}" for n in funcs) or "none"
+        ctx.fail(f"{pass_name} needs a @main function (found: {found})", module.operation.location)
+    try:
+        inline_calls(module)
+    except ValueError as e:
+        ctx.fail(str(e), module.operation.location)
+    passmanager.PassManager.parse("builtin.module(symbol-dce)", context=module.context).run(module.operation)
+    return functions(module)["main"]
+
+
 def _callee(call: ir.Operation) -> str:
     return str(ir.FlatSymbolRefAttr(call.attributes["callee"]).value)
 

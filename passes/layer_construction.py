@@ -6,12 +6,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from jax.extend.mlir import ir, passmanager
+from jax.extend.mlir import ir
 
 from alpa_mlir.dialect_utils.flops import op_flops
-from alpa_mlir.dialect_utils.graph import FunctionGraph, functions, main_function
+from alpa_mlir.dialect_utils.graph import FunctionGraph
 
-from .inline_calls import inline_calls
+from .inline_calls import inlined_main
 from .pass_base import Pass, PassContext
 from .pipeshard.layer_clustering import (
     ALPA_EPS,
@@ -123,13 +123,7 @@ class LayerConstructionPass(Pass):
     )
 
     def run(self, module: ir.Module, ctx: PassContext) -> None:
-        funcs = functions(module)
-        if "main" not in funcs:
-            found = ", ".join(f"@{n}" for n in funcs) or "none"
-            ctx.fail(f"{self.NAME} needs a @main function (found: {found})", module.operation.location)
-        inline_calls(module)
-        passmanager.PassManager.parse("builtin.module(symbol-dce)", context=module.context).run(module.operation)
-        func = main_function(module)
+        func = inlined_main(module, ctx, self.NAME)
         graph = FunctionGraph(func)
         for i in self.batch_args:
             if not 0 <= i < len(graph.args):
