@@ -26,7 +26,7 @@ from alpa_mlir.models.adam import AdamConfig
 from alpa_mlir.models.losses import cross_entropy
 from alpa_mlir.models.training import Batch, TrainStep
 from alpa_mlir.models.training import make_train_step as _make_train_step
-from alpa_mlir.models.validation import require_divisible, require_positive
+from alpa_mlir.models.validation import require_transformer_sizes
 
 
 @dataclass(frozen=True)
@@ -44,17 +44,7 @@ class BertConfig:
     one_hot_embedding: bool = False  # token lookup as one-hot matmul instead of gather
 
     def __post_init__(self) -> None:
-        require_positive(
-            self,
-            "batch_size",
-            "seq_len",
-            "hidden_size",
-            "num_layers",
-            "num_heads",
-            "vocab_size",
-            "mlp_ratio",
-        )
-        require_divisible(self, "hidden_size", "num_heads")
+        require_transformer_sizes(self)
 
 
 PRESETS: dict[str, BertConfig] = {
@@ -110,8 +100,6 @@ def param_specs(config: BertConfig) -> P.SpecTree:
             "transform": L.dense_spec(h, h),
         },
     }
-
-
 
 
 def batch_shapes(config: BertConfig) -> Batch:

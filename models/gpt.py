@@ -28,7 +28,7 @@ from alpa_mlir.models.adam import AdamConfig
 from alpa_mlir.models.losses import cross_entropy
 from alpa_mlir.models.training import Batch, TrainStep
 from alpa_mlir.models.training import make_train_step as _make_train_step
-from alpa_mlir.models.validation import require_divisible, require_positive
+from alpa_mlir.models.validation import require_transformer_sizes
 
 
 @dataclass(frozen=True)
@@ -46,17 +46,7 @@ class GPTConfig:
     one_hot_embedding: bool = False  # token lookup as one-hot matmul instead of gather
 
     def __post_init__(self) -> None:
-        require_positive(
-            self,
-            "batch_size",
-            "seq_len",
-            "hidden_size",
-            "num_layers",
-            "num_heads",
-            "vocab_size",
-            "mlp_ratio",
-        )
-        require_divisible(self, "hidden_size", "num_heads")
+        require_transformer_sizes(self)
 
 
 def _paper(hidden: int, layers: int, heads: int) -> GPTConfig:
@@ -107,8 +97,6 @@ def param_specs(config: GPTConfig) -> P.SpecTree:
     if not config.tie_embeddings:
         spec["lm_head"] = P.normal(h, v)
     return spec
-
-
 
 
 def batch_shapes(config: GPTConfig) -> Batch:

@@ -61,8 +61,6 @@ def param_specs(config: MLPConfig) -> P.SpecTree:
     }
 
 
-
-
 def batch_shapes(config: MLPConfig) -> Batch:
     """Abstract training batch."""
     return {

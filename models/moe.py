@@ -38,7 +38,7 @@ from alpa_mlir.models.errors import ModelConfigError
 from alpa_mlir.models.losses import cross_entropy
 from alpa_mlir.models.training import Batch, TrainStep
 from alpa_mlir.models.training import make_train_step as _make_train_step
-from alpa_mlir.models.validation import require_divisible, require_positive
+from alpa_mlir.models.validation import require_transformer_sizes
 
 
 @dataclass(frozen=True)
@@ -60,19 +60,7 @@ class MoEConfig:
     one_hot_embedding: bool = False  # token lookup as one-hot matmul instead of gather
 
     def __post_init__(self) -> None:
-        require_positive(
-            self,
-            "batch_size",
-            "seq_len",
-            "hidden_size",
-            "num_layers",
-            "num_heads",
-            "vocab_size",
-            "num_experts",
-            "expert_group_size",
-            "mlp_ratio",
-        )
-        require_divisible(self, "hidden_size", "num_heads")
+        require_transformer_sizes(self, "num_experts", "expert_group_size")
         if self.capacity_factor <= 0:
             raise ModelConfigError(
                 f"MoEConfig.capacity_factor must be > 0, got {self.capacity_factor!r}"
@@ -166,8 +154,6 @@ def param_specs(config: MoEConfig) -> P.SpecTree:
     if not config.tie_embeddings:
         spec["lm_head"] = P.normal(h, v)
     return spec
-
-
 
 
 def batch_shapes(config: MoEConfig) -> Batch:

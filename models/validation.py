@@ -39,3 +39,15 @@ def require_choice(config: Any, field: str, choices: tuple[Any, ...]) -> None:
         raise ModelConfigError(
             f"{type(config).__name__}.{field} must be one of {valid}; got {value!r}"
         )
+
+
+# The sizes every transformer config of the zoo has; all must be positive integers.
+TRANSFORMER_SIZES = (
+    "batch_size", "seq_len", "hidden_size", "num_layers", "num_heads", "vocab_size", "mlp_ratio",
+)
+
+
+def require_transformer_sizes(config: Any, *extra: str) -> None:
+    """The transformer sizes (and `extra` fields) are positive; heads divide the width."""
+    require_positive(config, *TRANSFORMER_SIZES, *extra)
+    require_divisible(config, "hidden_size", "num_heads")

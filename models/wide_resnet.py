@@ -174,8 +174,6 @@ def param_specs(config: WideResNetConfig) -> P.SpecTree:
     }
 
 
-
-
 def batch_shapes(config: WideResNetConfig) -> Batch:
     """Abstract training batch."""
     size = config.image_size

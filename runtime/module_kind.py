@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 
 from jax.extend.mlir import ir
 
@@ -29,15 +30,13 @@ class ModuleKind(enum.Enum):
     MPMD = "mpmd"
 
 
-def _has_mpmd(module: ir.Module) -> bool:
+def _any_op(module: ir.Module, predicate: Callable[[ir.Operation], bool]) -> bool:
+    """Whether some op of the module (nested ones included) satisfies `predicate`."""
     found = False
 
     def visit(op: ir.Operation) -> ir.WalkResult:
         nonlocal found
-        attrs = op.attributes
-        if op.name.startswith("mpmd.") or (
-            MPMD_TOPOLOGY_ATTR in attrs and str(attrs[MPMD_TOPOLOGY_ATTR]).startswith("#mpmd.topology")
-        ):
+        if predicate(op):
             found = True
             return ir.WalkResult.INTERRUPT
         return ir.WalkResult.ADVANCE
@@ -46,30 +45,25 @@ def _has_mpmd(module: ir.Module) -> bool:
     return found
 
 
-def _has_gspmd(module: ir.Module) -> bool:
-    found = False
+def _is_mpmd(op: ir.Operation) -> bool:
+    attrs = op.attributes
+    return op.name.startswith("mpmd.") or (
+        MPMD_TOPOLOGY_ATTR in attrs and str(attrs[MPMD_TOPOLOGY_ATTR]).startswith("#mpmd.topology")
+    )
 
-    def visit(op: ir.Operation) -> ir.WalkResult:
-        nonlocal found
-        attrs = op.attributes
-        keys = ("arg_attrs", "res_attrs") if op.name == "func.func" else ()
-        if GSPMD_SHARDING_ATTR in attrs or any(
-            k in attrs and GSPMD_SHARDING_ATTR in str(attrs[k]) for k in keys
-        ):
-            found = True
-            return ir.WalkResult.INTERRUPT
-        return ir.WalkResult.ADVANCE
 
-    module.operation.walk(visit)
-    return found
+def _is_gspmd(op: ir.Operation) -> bool:
+    attrs = op.attributes
+    keys = ("arg_attrs", "res_attrs") if op.name == "func.func" else ()
+    return GSPMD_SHARDING_ATTR in attrs or any(k in attrs and GSPMD_SHARDING_ATTR in str(attrs[k]) for k in keys)
 
 
 def module_kind(module: ir.Module) -> ModuleKind:
-    if _has_mpmd(module):
+    if _any_op(module, _is_mpmd):
         return ModuleKind.MPMD
     if sharding.meshes(module):
         return ModuleKind.SPMD
-    if _has_gspmd(module):
+    if _any_op(module, _is_gspmd):
         return ModuleKind.GSPMD
     return ModuleKind.PLAIN
 

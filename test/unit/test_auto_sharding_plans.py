@@ -194,3 +194,21 @@ def test_gspmd_format_runs_like_sdy() -> None:
     sdy_stats, gspmd_stats = run_and_compare(sdy_plan), run_and_compare(gspmd_plan)
     assert sdy_stats is not None and gspmd_stats is not None
     assert gspmd_stats.counts == sdy_stats.counts  # the same plan, partitioned alike
+
+
+def test_without_all_to_all_resharding_gathers(tmp_path: Path) -> None:
+    from alpa_mlir.models.export import example_inputs, export_train_step
+
+    text = export_train_step("gpt", "tiny", debug_info=False)
+    predicted = {}
+    for flag in ("true", "false"):
+        report = tmp_path / f"{flag}.json"
+        module = plan(text, f"mesh=2x4 allow-all-to-all={flag} report={report}")
+        predicted[flag] = json.loads(report.read_text())["predicted_collectives"]
+    assert predicted["true"]["all-to-all"]["count"] > 0  # this plan moves layouts between dims
+    assert "all-to-all" not in predicted["false"]
+    devices = jax.devices()[:8]
+    program = compile_program(module, devices)
+    inputs = example_inputs("gpt", "tiny")
+    report_ = compare_outputs(program.run(inputs), compile_reference(module, devices[0]).run(inputs), Tolerance())
+    assert report_.passed, report_.summary_line()
