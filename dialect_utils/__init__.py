@@ -7,4 +7,6 @@
 - `graph`: a typed, read-only view of a function (ops, values, users, decoded attributes).
 - `flops`: floating-point operation counts per op.
 - `sharding`: Shardy meshes and shardings as Python value types, read from and written to IR.
+- `mpmd`: reading Shardy MPMD programs (topology, mesh tensors, fragments, calls) and
+  flattening them into one plain function.
 """

@@ -69,7 +69,7 @@ def _inline_one(call: ir.Operation, callee: ir.Operation) -> None:
             returned = [mapping.get(v, v) for v in operation.operands]
             break
         clone = operation.clone(ip)
-        _remap(clone, mapping)
+        remap_operands(clone, mapping)
         for old, new in zip(operation.results, clone.results, strict=True):
             mapping[old] = new
     for result, value in zip(call.results, returned, strict=True):
@@ -77,7 +77,7 @@ def _inline_one(call: ir.Operation, callee: ir.Operation) -> None:
     call.erase()
 
 
-def _remap(op: ir.Operation, mapping: dict[ir.Value, ir.Value]) -> None:
+def remap_operands(op: ir.Operation, mapping: dict[ir.Value, ir.Value]) -> None:
     """Point the clone (and ops nested in it) at the caller's values."""
 
     def visit(inner: ir.Operation) -> ir.WalkResult:

@@ -201,12 +201,26 @@ def _all_layers(
         if step.phases[node.index] is not Phase.FORWARD
     ]
     placed = assign_remaining(
-        forward_layer_of, others, forward_edges=edges, param_layer_of=param_layer_of
+        forward_layer_of, others, forward_edges=edges, param_layer_of=param_layer_of,
+        input_layers=_batch_input_layers(graph, step, ids, forward_layer_of),
     ).layer_of
     return tuple(
         forward_layer_of[ids.of_op(i)] if p is Phase.FORWARD else placed[ids.of_op(i)]
         for i, p in enumerate(step.phases)
     )
+
+
+def _batch_input_layers(
+    graph: FunctionGraph, step: StepAnalysis, ids: _Ids, forward_layer_of: Mapping[int, int]
+) -> dict[int, frozenset[int]]:
+    """Id -> layers of the forward ops reading it, for the arguments that are not
+    parameters (the batch)."""
+    found: dict[int, set[int]] = {}
+    for op in step.ops_in(Phase.FORWARD):
+        for v in op_inputs(graph, graph.ops[op]):
+            if v.producer is None and v.index not in step.parameter_args:
+                found.setdefault(ids.of_arg(v.index), set()).add(forward_layer_of[ids.of_op(op)])
+    return {i: frozenset(ls) for i, ls in found.items()}
 
 
 def _input_ids(graph: FunctionGraph, op: int, ids: _Ids) -> list[int]:

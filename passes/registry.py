@@ -15,8 +15,11 @@ _PASSES = MappingProxyType(
     {
         "alpa-annotate-flops": "alpa_mlir.passes.annotate_flops:AnnotateFlopsPass",
         "alpa-auto-sharding": "alpa_mlir.passes.auto_sharding:AutoShardingPass",
+        "alpa-gradient-accumulation": "alpa_mlir.passes.gradient_accumulation:GradientAccumulationPass",
         "alpa-layer-construction": "alpa_mlir.passes.layer_construction:LayerConstructionPass",
         "alpa-inline-calls": "alpa_mlir.passes.inline_calls:InlineCallsPass",
+        "alpa-pipeshard": "alpa_mlir.passes.pipeshard_pass:PipeshardPass",
+        "alpa-stage-construction": "alpa_mlir.passes.stage_construction:StageConstructionPass",
         "alpa-strip-sharding": "alpa_mlir.passes.strip_sharding:StripShardingPass",
     }
 )

@@ -6,6 +6,8 @@
 - `spmd`:          compile a plain or SPMD module once (`compile_program`), run it often.
 - `hlo_sharding`:  XLA's compiled shardings as `NamedSharding`s.
 - `reference`:     the unpartitioned reference run and the output comparison.
+- `mpmd_reference`: MPMD modules run fragment by fragment in program order on one device
+                   (`SequentialExecutor`), and flattened into one reference program.
 - `collectives`:   collectives right after SPMD partitioning, per kind, with bytes.
 - `xla_stats`:     XLA's cost analysis and memory statistics.
 - `inputs`:        random inputs and npz files.
@@ -28,6 +30,7 @@ from .errors import (
 )
 from .inputs import load_inputs, random_inputs, save_inputs, save_outputs
 from .module_kind import ModuleKind, module_kind
+from .mpmd_reference import ExecutorStats, SequentialExecutor, compile_flat_reference
 from .reference import (
     OutputComparison,
     ReferenceReport,
@@ -50,6 +53,7 @@ __all__ = [
     "DeviceCountError",
     "DeviceMesh",
     "ExecutionError",
+    "ExecutorStats",
     "InputMismatchError",
     "MemoryStats",
     "ModuleKind",
@@ -59,11 +63,13 @@ __all__ = [
     "ProgramCache",
     "ReferenceReport",
     "ResultSpec",
+    "SequentialExecutor",
     "Signature",
     "TimedRun",
     "Tolerance",
     "UnsupportedModuleError",
     "compare_outputs",
+    "compile_flat_reference",
     "compile_program",
     "compile_reference",
     "ensure_local_devices",

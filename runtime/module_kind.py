@@ -5,7 +5,7 @@
          program per device of the mesh (`runtime.spmd`).
 - GSPMD: `mhlo.sharding` annotations (the deprecated GSPMD format), compiled with XLA's GSPMD partitioner.
 - MPMD:  Shardy's `mpmd` dialect (`#mpmd.topology` on @main, `mpmd.fragment`s per stage);
-         executed by the pipeline runtime (not written yet).
+         executed by `mpmd_reference.SequentialExecutor` (one device) until the pipeline runtime exists.
 """
 
 from __future__ import annotations

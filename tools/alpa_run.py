@@ -1,4 +1,4 @@
-"""alpa-run: execute a module (plain or SPMD-annotated) on local devices.
+"""alpa-run: execute a module (plain, SPMD-annotated or MPMD) on local devices.
 
     alpa-run MODULE.mlir [--devices N] [--inputs in.npz] [--outputs out.npz]
              [--reference] [--seed S] [--repeat K] [--collectives] [--stats]
@@ -9,6 +9,10 @@ signature; outputs go to an npz (`out0`, ...). `--reference` also runs the modul
 unpartitioned on one device and compares every output (exit 1 on a mismatch).
 On CPU, N fake devices are created (default N: the module's mesh size).
 
+MPMD modules (Shardy `mpmd` dialect, `docs/mpmd-format.md`) run on the sequential
+reference executor: every fragment in program order on one device, microbatch calls
+interpreted. Their `--reference` is the program flattened into one XLA program.
+
 Errors: `FILE:line:col: error: ...` for problems in the module, `alpa-run: error: ...`
 for the rest; exit status 1, no traceback (`--debug` shows one).
 """
@@ -18,30 +22,41 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from typing import TextIO
 
+import numpy as np
 from jax.extend.mlir import ir
 
-from alpa_mlir.dialect_utils import context, graph
+from alpa_mlir.dialect_utils import context
 from alpa_mlir.dialect_utils.diagnostics import (
     DiagnosticError,
-    SourceLoc,
     from_mlir_error,
-    source_loc,
 )
 from alpa_mlir.runtime.devices import ensure_local_devices
 from alpa_mlir.runtime.errors import ExecutionError
 from alpa_mlir.runtime.inputs import load_inputs, random_inputs, save_outputs
 from alpa_mlir.runtime.module_kind import ModuleKind, module_kind, spmd_mesh
+from alpa_mlir.runtime.mpmd_reference import (
+    Placement,
+    SequentialExecutor,
+    compile_flat_reference,
+)
 from alpa_mlir.runtime.reference import (
     ReferenceReport,
     Tolerance,
     compare_outputs,
     compile_reference,
 )
-from alpa_mlir.runtime.signature import format_tensor
-from alpa_mlir.runtime.spmd import CompileSettings, Program, compile_program, required_devices
+from alpa_mlir.runtime.signature import Signature, format_tensor
+from alpa_mlir.runtime.spmd import (
+    CompileSettings,
+    Program,
+    TimedRun,
+    compile_program,
+    required_devices,
+)
 
 PROG = "alpa-run"
 STDIN_NAME = "<stdin>"
@@ -52,14 +67,15 @@ class UsageError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Execute a StableHLO module (plain or SPMD) on local devices.")
+    p = argparse.ArgumentParser(prog=PROG, description="Execute a StableHLO module (plain, SPMD or MPMD) on local devices.")
     p.add_argument("module", help="input .mlir (text or bytecode); '-' = stdin")
     p.add_argument("--devices", type=int, default=None,
-                   help="number of local devices to use (default: the module's mesh size, or 1)")
+                   help="number of local devices to use (default: the module's mesh size, or 1; MPMD modules: 1)")
     p.add_argument("--inputs", default=None, help="npz with arg0, arg1, ... (default: random inputs)")
     p.add_argument("--outputs", default=None, help="write the outputs as out0, out1, ... to this npz")
     p.add_argument("--reference", action="store_true",
-                   help="also run unpartitioned on one device and compare every output")
+                   help="also run unpartitioned on one device and compare every output "
+                        "(MPMD: the flattened program)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     p.add_argument("--repeat", type=int, default=1, help="run K times, report the mean time (default 1)")
     p.add_argument("--collectives", action="store_true",
@@ -155,50 +171,119 @@ def print_stats(program: Program, out: TextIO) -> None:
           f"aliased={mem.alias_bytes} temp={mem.temp_bytes} code={mem.generated_code_bytes}", file=out)
 
 
-def run_spmd(args: argparse.Namespace, loaded: LoadedModule, out: TextIO) -> int:
-    """Plain and SPMD modules: one XLA program on one device set."""
+def _check_repeat(args: argparse.Namespace) -> None:
     if args.repeat < 1:
         raise UsageError(f"--repeat must be at least 1, got {args.repeat}")
-    devices = ensure_local_devices(_device_count(args, loaded))
-    program = compile_program(loaded.module, devices, CompileSettings(count_collectives=args.collectives))
-    print(f"module: {loaded.name} ({program.kind.value})", file=out)
-    print_program(program, out, args.verbose)
-    inputs = (load_inputs(args.inputs, program.signature) if args.inputs
-              else random_inputs(program.signature, args.seed))
-    timed = program.run_timed(inputs, args.repeat)
+
+
+def _inputs(args: argparse.Namespace, signature: Signature) -> list[np.ndarray]:
+    """From --inputs, else random (--seed)."""
+    return load_inputs(args.inputs, signature) if args.inputs else random_inputs(signature, args.seed)
+
+
+def print_run(timed: TimedRun, out: TextIO) -> None:
     per_run = ", ".join(_ms(s) for s in timed.seconds)
     print(f"run: {len(timed.seconds)} x, mean {_ms(timed.mean_seconds)} ({per_run})", file=out)
-    if program.collectives is not None:
-        print(f"collectives: {program.collectives.summary()}", file=out)
-    if args.stats:
-        print_stats(program, out)
+
+
+def _save_outputs(args: argparse.Namespace, timed: TimedRun, out: TextIO) -> None:
     if args.outputs:
         save_outputs(args.outputs, timed.outputs)
         print(f"outputs: {len(timed.outputs)} written to {args.outputs}", file=out)
-    if not args.reference:
-        return 0
-    reference = compile_reference(loaded.module, devices[0])
+
+
+def _check_reference(args: argparse.Namespace, timed: TimedRun, reference: Program,
+                     inputs: list[np.ndarray], out: TextIO) -> int:
+    """Run `reference` on `inputs`, compare, print; the exit status."""
     expected = reference.run(inputs)
     report = compare_outputs(list(timed.outputs), expected, Tolerance(args.rtol, args.atol))
     print_report(report, out, args.verbose)
     return 0 if report.passed else 1
 
 
-def _main_loc(module: ir.Module) -> SourceLoc | None:
-    """Where @main is defined (else the module itself)."""
-    funcs = graph.functions(module)
-    op = funcs.get("main", module.operation)
-    return source_loc(op.location)
+def run_spmd(args: argparse.Namespace, loaded: LoadedModule, out: TextIO) -> int:
+    """Plain and SPMD modules: one XLA program on one device set."""
+    _check_repeat(args)
+    devices = ensure_local_devices(_device_count(args, loaded))
+    program = compile_program(loaded.module, devices, CompileSettings(count_collectives=args.collectives))
+    print(f"module: {loaded.name} ({program.kind.value})", file=out)
+    print_program(program, out, args.verbose)
+    inputs = _inputs(args, program.signature)
+    timed = program.run_timed(inputs, args.repeat)
+    print_run(timed, out)
+    if program.collectives is not None:
+        print(f"collectives: {program.collectives.summary()}", file=out)
+    if args.stats:
+        print_stats(program, out)
+    _save_outputs(args, timed, out)
+    if not args.reference:
+        return 0
+    return _check_reference(args, timed, compile_reference(loaded.module, devices[0]), inputs, out)
+
+
+def _describe(placement: Placement) -> str:
+    """`on stage0 [{"x"}, {}]`, `on stage1 replicated`, or `plain tensor`."""
+    if placement.mesh is None:
+        return "plain tensor"
+    if placement.sharding is None or placement.sharding.is_replicated:
+        return f"on {placement.mesh} replicated"
+    return f"on {placement.mesh} [{', '.join(d.text() for d in placement.sharding.dims)}]"
+
+
+def print_executor(executor: SequentialExecutor, out: TextIO, verbose: bool) -> None:
+    """Topology (one line per mesh), the arguments' meshes, fragments, compile time."""
+    for name, mesh in executor.topology.items():
+        axes = " ".join(f"{a.name}={a.size}" for a in mesh.axes) or "(no axes)"
+        print(f"topology: {name} {axes}", file=out)
+    print("executor: sequential (1 device)", file=out)
+    args = executor.signature.args
+    if verbose or len(args) <= LIST_LIMIT:
+        for spec, placement in zip(args, executor.placements, strict=True):
+            donated = " donated" if spec.donated else ""
+            print(f"  {spec.key}: {format_tensor(spec.info)} {_describe(placement)}{donated}", file=out)
+    else:
+        per_mesh = Counter(p.mesh or "(plain)" for p in executor.placements)
+        meshes = ", ".join(f"{n} on {m}" for m, n in per_mesh.items())
+        print(f"  {len(args)} arguments: {meshes} (--verbose lists each)", file=out)
+    stats = executor.stats
+    print(f"fragments: {stats.fragment_ops} ({stats.compiled} compiled), "
+          f"microbatch calls: {executor.num_microbatch_calls}", file=out)
+    print(f"compile: {_ms(stats.compile_seconds)}", file=out)
+
+
+def run_mpmd(args: argparse.Namespace, loaded: LoadedModule, out: TextIO) -> int:
+    """MPMD modules: the sequential reference executor (fragments in order, one device)."""
+    for flag in ("collectives", "stats"):
+        if getattr(args, flag):
+            raise UsageError(f"--{flag} applies to plain and SPMD modules; {loaded.name} is an "
+                             "MPMD module (run on the sequential reference executor)")
+    _check_repeat(args)
+    if args.devices is not None and args.devices < 1:
+        raise UsageError(f"--devices must be at least 1, got {args.devices}")
+    device = ensure_local_devices(1)[0]
+    executor = SequentialExecutor(loaded.module, device)
+    print(f"module: {loaded.name} (mpmd)", file=out)
+    print_executor(executor, out, args.verbose)
+    inputs = _inputs(args, executor.signature)
+    timed = executor.run_timed(inputs, args.repeat)
+    print_run(timed, out)
+    per_kind = " ".join(f"{k}={n}" for k, n in executor.stats.executions_per_run().items())
+    print(f"fragment runs per step: {per_kind or 'none'}", file=out)
+    _save_outputs(args, timed, out)
+    if not args.reference:
+        return 0
+    reference = compile_flat_reference(loaded.module, device)
+    print(f"reference: flattened module, compile {_ms(reference.compile_seconds)}", file=out)
+    return _check_reference(args, timed, reference, inputs, out)
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
     loaded = read_module(args.module, context.make_context())
     # Dispatch on the module kind.
-    kind = module_kind(loaded.module)
-    if kind is ModuleKind.MPMD:
-        # The pipeline runtime goes here: one executable per fragment and submesh,
-        # driven by a schedule (GPipe / 1F1B), with transfers between submeshes.
-        raise DiagnosticError.single("MPMD modules are not supported yet", _main_loc(loaded.module))
+    if module_kind(loaded.module) is ModuleKind.MPMD:
+        # The sequential reference executor; the pipeline runtime (one executable per
+        # fragment and submesh, a GPipe / 1F1B schedule) will sit beside it.
+        return run_mpmd(args, loaded, out)
     return run_spmd(args, loaded, out)  # PLAIN, SPMD and GSPMD
 
 

@@ -643,6 +643,7 @@ def assign_remaining(
     *,
     forward_edges: Sequence[Edge] = (),
     param_layer_of: Mapping[int, int] | None = None,
+    input_layers: Mapping[int, frozenset[int]] | None = None,
 ) -> RemainingAssignment:
     """Place backward and apply ops in layers (DESIGN 4.3: backward ops go to the layer of
     the forward values they read, apply ops to the layer of the parameter they update).
@@ -672,10 +673,18 @@ def assign_remaining(
        second pass in reverse order: the latest layer among its consumers (CONSUMERS),
        which runs first in the backward pass, so its result again only moves down.
     4. Otherwise (nothing placed reads it either): layer 0 (DEFAULT).
+
+    `input_layers` (id -> the layers whose forward ops read it) makes graph inputs that
+    are not parameters (the batch) forward values for rule 1, present where they are
+    read: the weight gradient X^T dY of the first layer, whose X is the batch, then stays
+    in the first layer.
     """
     params = {} if param_layer_of is None else param_layer_of
     _check_remaining(forward_layer_of, other_ops, params)
     present = _presence(forward_layer_of, forward_edges)
+    if input_layers:
+        forward_layer_of = {**forward_layer_of, **{i: min(ls) for i, ls in input_layers.items() if ls}}
+        present = {**present, **{i: ls for i, ls in input_layers.items() if ls}}
     placed: dict[int, int] = {}
     rules: dict[int, AssignRule] = {}
     for op in other_ops:

@@ -45,8 +45,7 @@ def write_sdy(module: ir.Module, sg: StrategyGraph, choices: tuple[int, ...]) ->
         for j, value in enumerate(sg.graph.returned)
         if value.info.dtype != "token"
     })
-    inserted = _constrain_results(sg, choices)
-    inserted += _constrain_operands(sg, choices)
+    inserted = write_constraints(sg, choices, MESH_NAME)
     with module.context:
         module.operation.attributes["mhlo.num_partitions"] = ir.IntegerAttr.get(
             ir.IntegerType.get_signless(32), mesh.size
@@ -54,7 +53,13 @@ def write_sdy(module: ir.Module, sg: StrategyGraph, choices: tuple[int, ...]) ->
     return inserted
 
 
-def _constrain_results(sg: StrategyGraph, choices: tuple[int, ...]) -> int:
+def write_constraints(sg: StrategyGraph, choices: tuple[int, ...], mesh_name: str) -> int:
+    """The plan's `sdy.sharding_constraint`s inside the function or fragment `sg`
+    describes (on mesh `@mesh_name`); returns how many were inserted."""
+    return _constrain_results(sg, choices, mesh_name) + _constrain_operands(sg, choices, mesh_name)
+
+
+def _constrain_results(sg: StrategyGraph, choices: tuple[int, ...], mesh_name: str) -> int:
     mesh = sg.mesh
     inserted = 0
     for node in sg.nodes:
@@ -64,12 +69,12 @@ def _constrain_results(sg: StrategyGraph, choices: tuple[int, ...]) -> int:
         for result, spec in zip(node.op.results, strategy.outputs, strict=True):
             if result.info.rank == 0 or result.info.dtype == "token":
                 continue
-            S.insert_sharding_constraint(result.value, to_sharding(spec, mesh), node.op.location)
+            S.insert_sharding_constraint(result.value, to_sharding(spec, mesh, mesh_name), node.op.location)
             inserted += 1
     return inserted
 
 
-def _constrain_operands(sg: StrategyGraph, choices: tuple[int, ...]) -> int:
+def _constrain_operands(sg: StrategyGraph, choices: tuple[int, ...], mesh_name: str) -> int:
     """Where a strategy needs an operand in another layout than its producer made, a
     constraint just for that use: XLA then reshards exactly as the plan costed it (and
     computes the op as the strategy says, e.g. a split contraction)."""
@@ -81,7 +86,7 @@ def _constrain_operands(sg: StrategyGraph, choices: tuple[int, ...]) -> int:
         assert use.node.op is not None
         op = use.node.op.op
         with op.context, ir.InsertionPoint(op), op.location:
-            constraint = sdy.ShardingConstraintOp(op.operands[use.operand], to_sharding(use.want, mesh).attr())
+            constraint = sdy.ShardingConstraintOp(op.operands[use.operand], to_sharding(use.want, mesh, mesh_name).attr())
         op.operands[use.operand] = constraint.result
     return len(uses)
 

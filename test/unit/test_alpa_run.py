@@ -118,7 +118,7 @@ def test_stdin_parse_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captu
         (["{spmd}", "--inputs", "{short_npz}"],
          "alpa-run: error: {short_npz}: missing key arg1 (expected f32[256,4])"),
         (["{spmd}", "--repeat", "0"], "alpa-run: error: --repeat must be at least 1, got 0"),
-        (["{mpmd}"], "{mpmd}:2:1: error: MPMD modules are not supported yet"),
+        (["{mpmd}", "--stats"], "alpa-run: error: --stats applies to plain and SPMD modules; {mpmd} is an MPMD module"),
     ],
 )
 def test_errors(args: list[str], message: str, spmd_file: Path, tmp_path: Path,

@@ -1,0 +1,446 @@
+"""Shardy MPMD (`mpmd` dialect) programs: reading them, and turning them into plain StableHLO.
+
+Reads the module format of `docs/mpmd-format.md`:
+
+```
+@main / microbatch function  (attributes {topology = #mpmd.topology<...>})
+  mpmd.fragment<mesh="stage0", ...> (...) {alpa.kind = "forward"} (%a: tensor<..>) {
+     stablehlo ops, sdy.sharding_constraint ...           ──fragment_module()──► func @main
+     mpmd.return ...                                                         (one fragment)
+  } : (!mpmd.mesh_tensor<"stage0", tensor<..>, sharding=<@stage0, [...]>>) -> ...
+  mpmd.transfer %v : (!mpmd.mesh_tensor<"stage0", ..>) -> !mpmd.mesh_tensor<"stage1", ..>
+  mpmd.call @microbatch(...) {call_counter = k : ui32}
+  func.return ...                                         ──flatten()──► plain @main
+```
+
+- `topology`, `is_mesh_tensor`, `mesh_tensor_parts`, `mesh_tensor_type`, `global_type` and
+  the `fragment_*` accessors read types and attributes (text parsing of their printed
+  form: jaxlib has no Python classes for mpmd types and attributes).
+- `program_functions` checks the structure (only fragments, transfers, calls and returns
+  at the top level of @main and of its callees; no call cycles; no sdy op other than
+  sharding constraints inside fragments) and raises located `DiagnosticError`s.
+- `fragment_module` and `flatten` write NEW modules (the input is never modified):
+  one fragment's body as a single-device `@main`, or the whole program with fragments and
+  calls inlined and transfers removed. Both are plain StableHLO (no mpmd, no sdy) that
+  XLA compiles for one device.
+
+No jax runtime here: this is MLIR only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+
+from jax.extend.mlir import ir
+from jax.extend.mlir.dialects import func
+
+from . import context, graph, sharding
+from .diagnostics import DiagnosticError, from_mlir_error, source_loc
+
+FRAGMENT = "mpmd.fragment"
+TRANSFER = "mpmd.transfer"
+CALL = "mpmd.call"
+FUNC_RETURN = "func.return"
+TOP_LEVEL_OPS = (FRAGMENT, TRANSFER, CALL, FUNC_RETURN)
+
+TOPOLOGY_ATTR = "topology"
+KIND_ATTR = "alpa.kind"
+NUM_MICROBATCHES_ATTR = "alpa.num_microbatches"
+DEFAULT_KIND = "fragment"  # the kind of a fragment without `alpa.kind`
+
+# sdy ops inside a fragment that only constrain a sharding (their result is their operand).
+SHARDING_ONLY_SDY_OPS = ("sdy.sharding_constraint", "sdy.reshard")
+
+_MESH_TENSOR_PREFIX = "!mpmd.mesh_tensor<"
+_TOPOLOGY_PREFIX = "#mpmd.topology<"
+_OPENERS = {"<": ">", "[": "]", "{": "}", "(": ")"}
+
+
+# ----------------------------------------------------------------------------- text parsing
+
+
+def _split_top_level(text: str, sep: str) -> list[str]:
+    """Split at `sep` outside brackets and string literals."""
+    parts: list[str] = []
+    stack: list[str] = []
+    start = 0
+    in_string = False
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if in_string:
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in _OPENERS:
+            stack.append(_OPENERS[ch])
+        elif stack and ch == stack[-1]:
+            stack.pop()
+        elif ch == sep and not stack:
+            parts.append(text[start:i].strip())
+            start = i + 1
+        i += 1
+    parts.append(text[start:].strip())
+    return [p for p in parts if p]
+
+
+def _unquote(text: str) -> str:
+    if len(text) < 2 or text[0] != '"' or text[-1] != '"':
+        raise ValueError(f"expected a quoted name, got {text!r}")
+    return text[1:-1]
+
+
+def _strip_wrapper(text: str, prefix: str, what: str) -> str:
+    text = text.strip()
+    if not text.startswith(prefix) or not text.endswith(">"):
+        raise ValueError(f"not {what}: {text!r}")
+    return text[len(prefix):-1]
+
+
+def parse_topology(text: str) -> dict[str, sharding.Mesh]:
+    """`#mpmd.topology<<"stage0" : <["x"=2]>>, ...>` -> {"stage0": Mesh(x=2), ...}."""
+    body = _strip_wrapper(text, _TOPOLOGY_PREFIX, "an #mpmd.topology attribute")
+    meshes: dict[str, sharding.Mesh] = {}
+    for entry in _split_top_level(body, ","):
+        if not entry.startswith("<") or not entry.endswith(">"):
+            raise ValueError(f"malformed topology entry {entry!r} in {text!r}")
+        parts = _split_top_level(entry[1:-1], ":")
+        if len(parts) != 2:
+            raise ValueError(f"malformed topology entry {entry!r} in {text!r}")
+        meshes[_unquote(parts[0])] = sharding.parse_mesh(parts[1])
+    return meshes
+
+
+def has_topology(func_op: ir.Operation) -> bool:
+    attrs = func_op.operation.attributes
+    return TOPOLOGY_ATTR in attrs and str(attrs[TOPOLOGY_ATTR]).startswith(_TOPOLOGY_PREFIX)
+
+
+def topology(func_op: ir.Operation) -> dict[str, sharding.Mesh]:
+    """The meshes of a function's `#mpmd.topology`, by name, in declaration order."""
+    op = func_op.operation
+    if not has_topology(op):
+        raise DiagnosticError.single(
+            f"function {_symbol(op)} has no #mpmd.topology attribute", source_loc(op.location)
+        )
+    try:
+        return parse_topology(str(op.attributes[TOPOLOGY_ATTR]))
+    except ValueError as err:
+        raise DiagnosticError.single(str(err), source_loc(op.location)) from None
+
+
+def is_mesh_tensor(t: ir.Type) -> bool:
+    return str(t).startswith(_MESH_TENSOR_PREFIX)
+
+
+def mesh_tensor_parts(t: ir.Type) -> tuple[str, ir.RankedTensorType, str | None]:
+    """(mesh name, global tensor type, sharding body `<@mesh, [...]>` or None) of
+    `!mpmd.mesh_tensor<"stage0", tensor<4x8xf32>, sharding=<@stage0, [{"x"}, {}]>>`."""
+    parts = _split_top_level(_strip_wrapper(str(t), _MESH_TENSOR_PREFIX, "an !mpmd.mesh_tensor type"), ",")
+    if len(parts) < 2:
+        raise ValueError(f"malformed mesh tensor type {t}")
+    mesh_name = _unquote(parts[0])
+    with t.context:
+        tensor = ir.RankedTensorType(ir.Type.parse(parts[1]))
+    sharding_text = None
+    for part in parts[2:]:
+        key, _, value = part.partition("=")
+        if key.strip() == "sharding":
+            sharding_text = value.strip()
+    return mesh_name, tensor, sharding_text
+
+
+def mesh_tensor_type(
+    mesh_name: str, tensor_type: ir.Type, sharding_text: str | None = None
+) -> ir.Type:
+    """`!mpmd.mesh_tensor<"mesh_name", tensor<...>[, sharding=<...>]>`. `sharding_text`
+    is the `<@mesh, [...]>` body (a full `#sdy.sharding<...>` is accepted too)."""
+    extra = ""
+    if sharding_text is not None:
+        body = sharding_text.strip()
+        if body.startswith("#sdy.sharding"):
+            body = body[len("#sdy.sharding"):]
+        extra = f", sharding={body}"
+    with tensor_type.context:
+        return ir.Type.parse(f'{_MESH_TENSOR_PREFIX}"{mesh_name}", {tensor_type}{extra}>')
+
+
+def global_type(t: ir.Type) -> ir.Type:
+    """The global tensor type of a mesh tensor; any other type unchanged."""
+    return mesh_tensor_parts(t)[1] if is_mesh_tensor(t) else t
+
+
+# ----------------------------------------------------------------------------- fragments
+
+
+def _str_attr(op: ir.Operation, name: str) -> str | None:
+    attrs = op.operation.attributes
+    return str(ir.StringAttr(attrs[name]).value) if name in attrs else None
+
+
+def fragment_mesh(op: ir.Operation) -> str:
+    """The mesh a fragment runs on (`mesh="stage0"`)."""
+    return _str_attr(op, "mesh_name") or ""
+
+
+def fragment_kind(op: ir.Operation) -> str:
+    """Its `alpa.kind` ("forward", "backward", "apply", ...), or "fragment"."""
+    return _str_attr(op, KIND_ATTR) or DEFAULT_KIND
+
+
+def fragment_origin(op: ir.Operation) -> tuple[str, ...]:
+    """The names of its `origin=[...]` list."""
+    attrs = op.operation.attributes
+    if "origin" not in attrs:
+        return ()
+    return tuple(re.findall(r'#mpmd\.user_origin<"((?:[^"\\]|\\.)*)"', str(attrs["origin"])))
+
+
+def fragment_stage(op: ir.Operation) -> int | None:
+    """Its `stage=k`, if set."""
+    attrs = op.operation.attributes
+    return int(ir.IntegerAttr(attrs["stage_id"]).value) if "stage_id" in attrs else None
+
+
+def describe_fragment(op: ir.Operation) -> str:
+    """`fragment "forward" on stage0 (origin layer0, layer1)` for messages."""
+    origin = fragment_origin(op)
+    where = f" (origin {', '.join(origin)})" if origin else ""
+    return f'fragment "{fragment_kind(op)}" on {fragment_mesh(op) or "?"}{where}'
+
+
+def callee_name(op: ir.Operation) -> str:
+    """The symbol an `mpmd.call` calls."""
+    return str(ir.FlatSymbolRefAttr(op.operation.attributes["callee"]).value)
+
+
+def call_counter(op: ir.Operation) -> int | None:
+    attrs = op.operation.attributes
+    return int(ir.IntegerAttr(attrs["call_counter"]).value) if "call_counter" in attrs else None
+
+
+# ----------------------------------------------------------------------------- structure
+
+
+def _symbol(op: ir.Operation) -> str:
+    name = _str_attr(op, "sym_name")
+    return f"@{name}" if name is not None else op.name
+
+
+def top_level_ops(func_op: ir.Operation) -> Iterator[ir.Operation]:
+    """The ops of a function's body, in program order (terminator included)."""
+    for op in func_op.operation.regions[0].blocks[0].operations:
+        yield op.operation
+
+
+def _error(op: ir.Operation, message: str) -> DiagnosticError:
+    return DiagnosticError.single(message, source_loc(op.location))
+
+
+def _check_fragment_body(fragment: ir.Operation) -> None:
+    """Only StableHLO-level ops and sharding constraints inside a fragment."""
+    bad: list[ir.Operation] = []
+
+    def visit(op: ir.Operation) -> ir.WalkResult:
+        name = op.name
+        if op != fragment and (
+            (name.startswith("sdy.") and name not in SHARDING_ONLY_SDY_OPS)
+            or (name.startswith("mpmd.") and name != "mpmd.return")
+        ):
+            bad.append(op)
+            return ir.WalkResult.INTERRUPT
+        return ir.WalkResult.ADVANCE
+
+    fragment.walk(visit)
+    if bad:
+        raise _error(bad[0], f"'{bad[0].name}' inside an mpmd.fragment is not supported: "
+                             f"fragments hold StableHLO ops and {' / '.join(SHARDING_ONLY_SDY_OPS)} only")
+
+
+def _check_function(func_op: ir.Operation) -> list[ir.Operation]:
+    """Check the top level of an MPMD function; returns its mpmd.call ops."""
+    calls = []
+    for op in top_level_ops(func_op):
+        if op.name not in TOP_LEVEL_OPS:
+            raise _error(op, f"'{op.name}' is not supported at the top level of MPMD function "
+                             f"{_symbol(func_op)}: expected only {', '.join(TOP_LEVEL_OPS)}")
+        if op.name == FRAGMENT:
+            _check_fragment_body(op)
+        elif op.name == CALL:
+            calls.append(op)
+    return calls
+
+
+def program_functions(module: ir.Module) -> dict[str, ir.Operation]:
+    """@main and every function it reaches through `mpmd.call`, by name (main first),
+    after checking their structure. Raises DiagnosticError at the offending op."""
+    funcs = graph.functions(module)
+    main = funcs.get("main")
+    if main is None:
+        raise DiagnosticError.single(
+            f"module has no function @main (found: {', '.join(funcs) or 'none'})",
+            source_loc(module.operation.location),
+        )
+    topology(main)  # present and well-formed
+    found: dict[str, ir.Operation] = {}
+
+    def visit(name: str, func_op: ir.Operation, stack: tuple[str, ...]) -> None:
+        if name in found:
+            return
+        for call in _check_function(func_op):
+            target = callee_name(call)
+            if target in stack or target == name:
+                raise _error(call, f"mpmd.call @{target} is recursive "
+                                   f"(call chain: @{' -> @'.join((*stack, name, target))})")
+            if target not in funcs:
+                raise _error(call, f"mpmd.call of @{target}: no such func.func in the module")
+            visit(target, funcs[target], (*stack, name))
+        found[name] = func_op
+
+    visit("main", main, ())
+    return {"main": main, **{k: v for k, v in found.items() if k != "main"}}
+
+
+# ----------------------------------------------------------------------------- rewriting
+
+
+def _inline_block(op: ir.Operation, body: ir.Block, operands: Sequence[ir.Value]) -> list[ir.Value]:
+    """Move `body`'s ops (not its terminator) right before `op`, its arguments replaced
+    by `operands`; returns the values its terminator returns."""
+    for arg, value in zip(body.arguments, operands, strict=True):
+        arg.replace_all_uses_with(value)
+    ops = [o.operation for o in body.operations]
+    for body_op in ops[:-1]:
+        body_op.move_before(op)
+    return list(ops[-1].operands)
+
+
+def _replace_op(op: ir.Operation, values: Sequence[ir.Value]) -> None:
+    for result, value in zip(op.results, values, strict=True):
+        result.replace_all_uses_with(value)
+    op.erase()
+
+
+def _inline_call(call: ir.Operation, funcs: dict[str, ir.Operation]) -> None:
+    callee = funcs[callee_name(call)].clone(ip=False)
+    values = _inline_block(call, callee.regions[0].blocks[0], list(call.operands))
+    _replace_op(call, values)
+    callee.erase()
+
+
+def _inline_program(main: ir.Operation, funcs: dict[str, ir.Operation]) -> None:
+    """In place: calls inlined (repeatedly: callees may call), then fragments inlined and
+    transfers removed, in @main."""
+    while True:
+        calls = [op for op in top_level_ops(main) if op.name == CALL]
+        if not calls:
+            break
+        for call in calls:
+            _inline_call(call, funcs)
+    for op in list(top_level_ops(main)):
+        if op.name == FRAGMENT:
+            _replace_op(op, _inline_block(op, op.regions[0].blocks[0], list(op.operands)))
+        elif op.name == TRANSFER:
+            _replace_op(op, list(op.operands))
+
+
+def _retype_to_global(func_op: ir.Operation) -> None:
+    """Arguments and results of `func_op` as their global tensor types."""
+    block = func_op.regions[0].blocks[0]
+    for arg in block.arguments:
+        arg.set_type(global_type(arg.type))
+    ftype = ir.FunctionType(ir.TypeAttr(func_op.attributes["function_type"]).value)
+    with func_op.context:
+        new = ir.FunctionType.get([global_type(t) for t in ftype.inputs],
+                                  [global_type(t) for t in ftype.results])
+        func_op.attributes["function_type"] = ir.TypeAttr.get(new)
+
+
+def _verified(module: ir.Module) -> ir.Module:
+    try:
+        module.operation.verify()
+    except ir.MLIRError as err:
+        raise DiagnosticError(from_mlir_error(err)) from None
+    return module
+
+
+def flatten(module: ir.Module) -> ir.Module:
+    """A NEW plain StableHLO module computing what the MPMD `module` computes: @main with
+    the same arguments and results (global tensor types, argument attributes such as
+    `tf.aliasing_output` kept, shardings dropped), every `mpmd.call` and fragment
+    inlined, transfers removed, no sdy op or mesh left. XLA compiles it for one device."""
+    funcs = program_functions(module)
+    copy = context.clone_module(module)
+    copied = graph.functions(copy)
+    main = copied["main"]
+    _inline_program(main, {name: copied[name] for name in funcs})
+    _retype_to_global(main)
+    del main.attributes[TOPOLOGY_ATTR]
+    for name, func_op in copied.items():  # callees, and any other MPMD function
+        if name != "main" and has_topology(func_op):
+            func_op.erase()
+    sharding.strip_shardings(copy)
+    return _verified(copy)
+
+
+def _referenced_functions(op: ir.Operation, funcs: dict[str, ir.Operation]) -> list[str]:
+    """Functions that `op` reaches through `func.call` (transitively), in first-use order."""
+    found: list[str] = []
+    pending = [op]
+    while pending:
+        current = pending.pop()
+
+        def visit(inner: ir.Operation) -> ir.WalkResult:
+            if inner.name == "func.call":
+                name = str(ir.FlatSymbolRefAttr(inner.attributes["callee"]).value)
+                if name in funcs and name not in found:
+                    found.append(name)
+                    pending.append(funcs[name])
+            return ir.WalkResult.ADVANCE
+
+        current.walk(visit)
+    return found
+
+
+def _enclosing_module(op: ir.Operation) -> ir.Operation | None:
+    parent = op.parent
+    while parent is not None and parent.operation.name != "builtin.module":
+        parent = parent.operation.parent
+    return None if parent is None else parent.operation
+
+
+def fragment_module(fragment: ir.Operation) -> ir.Module:
+    """A NEW plain module whose `@main` is the fragment's body: arguments of the body's
+    block types, results of its `mpmd.return`; sharding constraints dropped; private
+    functions the body calls copied along. XLA compiles it for one device."""
+    fragment = fragment.operation
+    _check_fragment_body(fragment)
+    body = fragment.regions[0].blocks[0]
+    source_module = _enclosing_module(fragment)
+    with fragment.context, fragment.location:
+        new = ir.Module.create()
+        arg_types = [a.type for a in body.arguments]
+        terminator = list(body.operations)[-1].operation
+        result_types = [v.type for v in terminator.operands]
+        with ir.InsertionPoint(new.body):
+            main = func.FuncOp("main", ir.FunctionType.get(arg_types, result_types))
+        block = ir.Block.create_at_start(main.regions[0], arg_types)
+        clone = fragment.clone(ip=ir.InsertionPoint(block))
+        values = _inline_block(clone, clone.regions[0].blocks[0], list(block.arguments))
+        with ir.InsertionPoint(block):
+            func.ReturnOp(values)
+        clone.erase()
+        if source_module is not None:
+            helpers = {
+                str(ir.StringAttr(o.operation.attributes["sym_name"]).value): o.operation
+                for o in source_module.regions[0].blocks[0].operations
+                if o.operation.name == "func.func"
+            }
+            for name in _referenced_functions(main.operation, helpers):
+                helpers[name].clone(ip=ir.InsertionPoint(new.body))
+    sharding.strip_shardings(new)
+    return _verified(new)

@@ -1,0 +1,559 @@
+"""Microbatch analysis of a training step (DESIGN 4.2): which ops run once per
+microbatch, which dim of each of their values is the batch, and where the batch ends.
+
+Reads a `FunctionGraph` of the step and the batch arguments; writes nothing (pure
+analysis: `analyze_microbatches` -> `MicrobatchSplit`, or `MicrobatchError` naming the
+op that prevents the split). `accumulation.split_step` does the rewrite.
+
+Algorithm
+---------
+1. Batch axes. Every op relates dims of its operands and results that are "the same
+   axis" (elementwise: equal dims; dot_general: batch, contracting and free dims;
+   broadcast/transpose/reshape: their dim maps; convolution: batch and the contracted
+   feature pair; gather/scatter: batching and full-slice dims ...). The batch is the
+   connected component of dim 0 of the batch arguments (union-find over (value, dim)),
+   so cotangent seeds and masks built from constants join it too, not only what flows
+   forward from the batch. A value with two dims in the component is rejected.
+2. Parts. CORE = ops with a batch-carrying result (per-example work) and ops where the
+   batch ends (a batch-carrying input, no batch-carrying result: the *sums*). FEED = the
+   other ancestors of CORE (parameter casts, constants). Ops reading only batch-free
+   values after the batch ended are the APPLY part (run once).
+3. Checks. Every op where the batch ends must sum over it: reduce with an add body and a
+   zero init over the batch dim, a dot_general or convolution contracting it, a
+   scatter-add into zeros. Core ops whose attributes pick examples (a slice, a sort, a
+   reverse, a window along the batch, a non-splat constant) are rejected, as are ops with
+   no rule (custom_call, while, rng). A sum whose result feeds per-example work again is
+   a cross-example statistic (batch norm): rejected unless `allow_statistics` (or M = 1,
+   where the one microbatch is the batch).
+4. Boundary. The sums that the apply part reads: accumulated over microbatches, they
+   equal the full-batch values exactly (constants such as 1/B stay as they were, so a
+   mean over the batch is the sum of the microbatch terms). FEED ops that the apply part
+   also reads are computed there once and passed in; statistic paths are computed in
+   both parts (per microbatch inside, from the full sums in the apply part).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from jax.extend.mlir import ir
+from jax.extend.mlir.dialects import stablehlo
+
+from alpa_mlir.dialect_utils.flops import ELEMENTWISE
+from alpa_mlir.dialect_utils.graph import FunctionGraph, OpNode, ValueNode
+from alpa_mlir.passes.sharding.rules import reshape_groups
+
+from .step_analysis import op_inputs
+
+# Ops whose operands and result pair equal-size dims position by position.
+_SAME_DIMS = ELEMENTWISE | frozenset(
+    "stablehlo." + n
+    for n in ("slice", "dynamic_slice", "pad", "reverse", "dynamic_update_slice",
+              "concatenate", "sort", "reduce_window", "select_and_scatter",
+              "reduce_precision", "optimization_barrier")
+) | {"sdy.sharding_constraint"}
+
+# Ops that may touch per-example values: the pairing rules know them, and `_check_core`
+# checks the attributes that could pick examples.
+_KNOWN = _SAME_DIMS | frozenset(
+    "stablehlo." + n
+    for n in ("broadcast_in_dim", "transpose", "reshape", "dot_general", "convolution",
+              "reduce", "gather", "scatter", "iota", "constant", "bitcast_convert")
+)
+
+Axis = tuple[ir.Value, int]
+
+
+class MicrobatchError(ValueError):
+    """The step cannot be split into microbatches; `op` (if any) is the culprit."""
+
+    def __init__(self, message: str, op: OpNode | None = None) -> None:
+        super().__init__(message)
+        self.op = op
+
+    @property
+    def location(self) -> ir.Location | None:
+        return None if self.op is None else self.op.location
+
+
+@dataclass(frozen=True)
+class MicrobatchSplit:
+    """How one step splits into a per-microbatch part and an apply part."""
+
+    num_microbatches: int
+    batch_args: Mapping[int, int]
+    """Batch argument index -> its batch dim."""
+    dims: Mapping[ir.Value, int]
+    """Every batch-carrying value -> its batch dim (shrunk by num_microbatches)."""
+    micro: tuple[int, ...]
+    """Ops (FunctionGraph indices, program order) that run once per microbatch."""
+    main: tuple[int, ...]
+    """Ops that run once, in the apply part (statistic paths can be in both)."""
+    inputs: tuple[ValueNode, ...]
+    """Values defined outside the microbatch part that it reads (arguments first)."""
+    boundary: tuple[ValueNode, ...]
+    """Sums over the batch that the apply part (or the function's results) reads."""
+    statistics: tuple[int, ...]
+    """Sums whose results also feed per-example work (accepted with allow_statistics)."""
+
+    def shrunk_shape(self, v: ValueNode) -> tuple[int, ...]:
+        """`v`'s shape inside the microbatch part."""
+        shape = list(v.info.shape)
+        d = self.dims.get(v.value)
+        if d is not None:
+            shape[d] //= self.num_microbatches
+        return tuple(shape)
+
+
+def analyze_microbatches(
+    graph: FunctionGraph,
+    batch_args: Iterable[int],
+    num_microbatches: int,
+    *,
+    allow_statistics: bool = False,
+) -> MicrobatchSplit:
+    """Split `graph` (module docstring). Raises MicrobatchError."""
+    if num_microbatches < 1:
+        raise MicrobatchError(f"num-microbatches must be >= 1, got {num_microbatches}")
+    args = sorted(set(batch_args))
+    if not args:
+        raise MicrobatchError("no batch arguments: name them with batch-args=")
+    dims = _batch_axes(graph, args)
+    _check_sizes(graph, args, dims, num_microbatches)
+    inputs = [op_inputs(graph, node) for node in graph.ops]
+    carrying = {
+        node.index for node in graph.ops if any(r.value in dims for r in node.results)
+    }
+    ends = {
+        node.index for node in graph.ops
+        if node.index not in carrying and any(v.value in dims for v in inputs[node.index])
+    }
+    core = carrying | ends
+    users = _users(graph, inputs)
+    live_ends = {i for i in ends if users[i] or _returned(graph, i)}
+    for i in sorted(live_ends):
+        _check_sum(graph, graph.ops[i], dims)
+    for i in sorted(carrying):
+        _check_core(graph.ops[i], dims)
+    feed = _ancestors(inputs, core) - core
+    after_end = _descendants(users, ends)
+    statistics = sorted(i for i in ends if _descendants(users, [i]) & core)
+    if statistics and not allow_statistics and num_microbatches > 1:
+        op = graph.ops[statistics[0]]
+        raise MicrobatchError(
+            f"'{op.name}' sums over the batch and its result feeds per-example work again "
+            "(a cross-example statistic such as batch norm): microbatches would each use "
+            "their own statistics; pass allow-per-microbatch-statistics=true to accept that",
+            op,
+        )
+    main = set(range(len(graph.ops))) - core - feed
+    for i in sorted(feed, reverse=True):
+        if any(u in main for u in users[i]) or _returned(graph, i):
+            main.add(i)
+    micro = (core | feed) - {i for i in main if i not in after_end}
+    micro_values = {r.value for i in micro for r in graph.ops[i].results}
+    seen: set[ir.Value] = set()
+    used: list[ValueNode] = []
+    for i in sorted(micro):
+        for v in inputs[i]:
+            if v.value not in micro_values and v.value not in seen:
+                seen.add(v.value)
+                used.append(v)
+    used.sort(key=lambda v: (v.producer is not None, v.index if v.producer is None else v.producer))
+    boundary: list[ValueNode] = []
+    for i in sorted(micro):
+        if i in main:
+            continue
+        for r in graph.ops[i].results:
+            read_outside = any(u in main for u, _ in _value_users(graph, r)) or graph.result_positions(r)
+            if read_outside:
+                if i not in ends:
+                    raise MicrobatchError(
+                        f"'{graph.ops[i].name}' is per-microbatch work whose result the apply "
+                        "part reads directly (not through a sum over the batch)", graph.ops[i])
+                boundary.append(r)
+    return MicrobatchSplit(
+        num_microbatches=num_microbatches,
+        batch_args={a: dims[graph.args[a].value] for a in args if graph.args[a].value in dims},
+        dims=dims,
+        micro=tuple(sorted(micro)),
+        main=tuple(sorted(main)),
+        inputs=tuple(used),
+        boundary=tuple(boundary),
+        statistics=tuple(statistics),
+    )
+
+
+# ----------------------------------------------------------------------------- axes
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[Axis, Axis] = {}
+
+    def find(self, a: Axis) -> Axis:
+        parent = self.parent
+        root = a
+        while parent.get(root, root) != root:
+            root = parent[root]
+        while a != root:
+            parent[a], a = root, parent.get(a, a)
+        return root
+
+    def union(self, a: Axis, b: Axis) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[ra] = rb
+
+
+def _batch_axes(graph: FunctionGraph, batch_args: Sequence[int]) -> dict[ir.Value, int]:
+    uf = _UnionFind()
+    for node in graph.ops:
+        for left, right in _pairs(node):
+            uf.union(left, right)
+    for a in batch_args:
+        if not 0 <= a < len(graph.args):
+            raise MicrobatchError(f"batch argument {a} is out of range: the function has "
+                                  f"{len(graph.args)} arguments")
+        if graph.args[a].info.rank == 0:
+            raise MicrobatchError(f"batch argument {a} is a scalar: it has no batch dim")
+    roots = {uf.find((graph.args[a].value, 0)) for a in batch_args}
+    dims: dict[ir.Value, int] = {}
+    values = [*graph.args, *(r for node in graph.ops for r in node.results)]
+    for v in values:
+        for d in range(v.info.rank):
+            if uf.find((v.value, d)) in roots:
+                if v.value in dims:
+                    where = graph.producer(v)
+                    raise MicrobatchError(
+                        f"a value of type tensor<{_type_text(v)}> has two batch dims "
+                        f"({dims[v.value]} and {d})", where)
+                dims[v.value] = d
+    return dims
+
+
+def _pairs(node: OpNode) -> list[tuple[Axis, Axis]]:
+    """Dims of the op's operands and results that are the same axis."""
+    name = node.name
+    ops = node.operands
+    res = node.results
+    pairs: list[tuple[Axis, Axis]] = []
+
+    def link(a: ValueNode, da: int, b: ValueNode, db: int) -> None:
+        if a.info.shape[da] == b.info.shape[db]:
+            pairs.append(((a.value, da), (b.value, db)))
+
+    if name in _SAME_DIMS:
+        out = res[0]
+        for o in ops:
+            if o.info.rank == out.info.rank:
+                for d in range(out.info.rank):
+                    link(o, d, out, d)
+        for r in res[1:]:  # sort's and select_and_scatter's other results
+            if r.info.rank == out.info.rank:
+                for d in range(out.info.rank):
+                    link(r, d, out, d)
+    elif name == "stablehlo.broadcast_in_dim":
+        for i, d in enumerate(node.broadcast_dims):
+            link(ops[0], i, res[0], d)
+    elif name == "stablehlo.transpose":
+        for d, p in enumerate(node.dimensions):
+            link(ops[0], p, res[0], d)
+    elif name == "stablehlo.reshape":
+        src, dst = ops[0].info.shape, res[0].info.shape
+        for gi, gj in reshape_groups(src, dst):
+            major_in = next((k for k in gi if src[k] > 1), None)
+            major_out = next((k for k in gj if dst[k] > 1), None)
+            if major_in is None or major_out is None:
+                continue
+            a, b = src[major_in], dst[major_out]
+            if a % b == 0 or b % a == 0:
+                pairs.append(((ops[0].value, major_in), (res[0].value, major_out)))
+    elif name == "stablehlo.dot_general":
+        dd = node.dot_dims
+        lhs, rhs, out = ops[0], ops[1], res[0]
+        for k, (a, b) in enumerate(zip(dd.lhs_batch, dd.rhs_batch, strict=True)):
+            link(lhs, a, out, k)
+            link(rhs, b, out, k)
+        for a, b in zip(dd.lhs_contracting, dd.rhs_contracting, strict=True):
+            link(lhs, a, rhs, b)
+        pos = len(dd.lhs_batch)
+        for side, operand in ((0, lhs), (1, rhs)):
+            skip = set(dd.lhs_batch + dd.lhs_contracting if side == 0 else dd.rhs_batch + dd.rhs_contracting)
+            for d in range(operand.info.rank):
+                if d not in skip:
+                    link(operand, d, out, pos)
+                    pos += 1
+    elif name == "stablehlo.convolution":
+        cd = node.conv_dims
+        if cd.feature_group_count == 1 and cd.batch_group_count == 1:
+            link(ops[0], cd.input_batch, res[0], cd.output_batch)
+            link(ops[0], cd.input_feature, ops[1], cd.kernel_input_feature)
+            link(ops[1], cd.kernel_output_feature, res[0], cd.output_feature)
+    elif name == "stablehlo.reduce":
+        n = len(ops) // 2
+        reduced = set(node.dimensions)
+        kept = [d for d in range(ops[0].info.rank) if d not in reduced]
+        for k in range(n):
+            for j, d in enumerate(kept):
+                link(ops[k], d, res[k], j)
+            for d in range(ops[0].info.rank):
+                link(ops[k], d, ops[0], d)
+    elif name == "stablehlo.gather":
+        pairs.extend(_gather_pairs(node))
+    elif name == "stablehlo.scatter":
+        pairs.extend(_scatter_pairs(node))
+    return pairs
+
+
+def _gather_pairs(node: OpNode) -> list[tuple[Axis, Axis]]:
+    dn = stablehlo.GatherDimensionNumbers(node.op.attributes["dimension_numbers"])
+    operand, indices, out = node.operands[0], node.operands[1], node.results[0]
+    offset = list(dn.offset_dims)
+    ivd = int(dn.index_vector_dim)
+    batch_out = [d for d in range(out.info.rank) if d not in offset]
+    index_dims = [d for d in range(indices.info.rank) if d != ivd]
+    pairs = [((indices.value, i), (out.value, o)) for i, o in zip(index_dims, batch_out, strict=False)
+             if indices.info.shape[i] == out.info.shape[o]]
+    for a, b in zip(dn.operand_batching_dims, dn.start_indices_batching_dims, strict=True):
+        pairs.append(((operand.value, int(a)), (indices.value, int(b))))
+    sizes = node.int_array("slice_sizes") or ()
+    skipped = set(dn.collapsed_slice_dims) | set(dn.operand_batching_dims)
+    window = [d for d in range(operand.info.rank) if d not in skipped]
+    for d, o in zip(window, offset, strict=False):
+        if sizes[d] == operand.info.shape[d] == out.info.shape[o]:
+            pairs.append(((operand.value, d), (out.value, o)))
+    return pairs
+
+
+def _scatter_pairs(node: OpNode) -> list[tuple[Axis, Axis]]:
+    dn = stablehlo.ScatterDimensionNumbers(node.op.attributes["scatter_dimension_numbers"])
+    n = len(node.operands) // 2
+    operand, indices, updates = node.operands[0], node.operands[n], node.operands[n + 1]
+    out = node.results[0]
+    pairs: list[tuple[Axis, Axis]] = []
+    for d in range(out.info.rank):
+        pairs.append(((operand.value, d), (out.value, d)))
+    window = list(dn.update_window_dims)
+    scatter_dims = [d for d in range(updates.info.rank) if d not in window]
+    ivd = int(dn.index_vector_dim)
+    index_dims = [d for d in range(indices.info.rank) if d != ivd]
+    for i, u in zip(index_dims, scatter_dims, strict=False):
+        if indices.info.shape[i] == updates.info.shape[u]:
+            pairs.append(((indices.value, i), (updates.value, u)))
+    for a, b in zip(dn.input_batching_dims, dn.scatter_indices_batching_dims, strict=True):
+        pairs.append(((operand.value, int(a)), (indices.value, int(b))))
+    skipped = set(dn.inserted_window_dims) | set(dn.input_batching_dims)
+    operand_window = [d for d in range(operand.info.rank) if d not in skipped]
+    for d, u in zip(operand_window, window, strict=False):
+        if operand.info.shape[d] == updates.info.shape[u]:
+            pairs.append(((operand.value, d), (updates.value, u)))
+    return pairs
+
+
+def _check_sizes(
+    graph: FunctionGraph, batch_args: Sequence[int], dims: Mapping[ir.Value, int], m: int
+) -> None:
+    for a in batch_args:
+        v = graph.args[a]
+        size = v.info.shape[0]
+        if size % m:
+            raise MicrobatchError(
+                f"batch argument {a} (tensor<{_type_text(v)}>) has batch size {size}, "
+                f"which num-microbatches={m} does not divide")
+    for node in graph.ops:
+        for r in node.results:
+            d = dims.get(r.value)
+            if d is not None and r.info.shape[d] % m:
+                raise MicrobatchError(
+                    f"'{node.name}' has a batch dim of size {r.info.shape[d]} "
+                    f"(tensor<{_type_text(r)}>), which num-microbatches={m} does not divide",
+                    node)
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _check_core(node: OpNode, dims: Mapping[ir.Value, int]) -> None:
+    """A per-example op must treat the examples independently."""
+    name = node.name
+    if name not in _KNOWN:
+        raise MicrobatchError(
+            f"gradient accumulation has no rule for '{name}' on per-example values", node)
+    out = node.results[0]
+    d = dims.get(out.value)
+    if d is None:
+        return
+    if name == "stablehlo.constant":
+        if not ir.DenseElementsAttr(node.op.attributes["value"]).is_splat:
+            raise MicrobatchError(
+                "a constant with per-example entries (not a splat) cannot be split into "
+                "microbatches", node)
+    elif name in ("stablehlo.reverse",) and d in node.dimensions:
+        raise MicrobatchError("'stablehlo.reverse' reverses the order of the examples", node)
+    elif name == "stablehlo.sort" and node.int_attr("dimension") == d:
+        raise MicrobatchError("'stablehlo.sort' sorts over the batch", node)
+    elif name in ("stablehlo.reduce_window", "stablehlo.select_and_scatter"):
+        window = node.int_array("window_dimensions") or ()
+        strides = node.int_array("window_strides") or ()
+        if (window and window[d] != 1) or (strides and strides[d] != 1):
+            raise MicrobatchError(f"'{name}' has a window over the batch", node)
+    elif name == "stablehlo.slice":
+        start = node.int_array("start_indices") or ()
+        strides = node.int_array("strides") or ()
+        if start[d] != 0 or (strides and strides[d] != 1):
+            raise MicrobatchError("'stablehlo.slice' selects examples", node)
+    elif name == "stablehlo.pad":
+        for attr in ("edge_padding_low", "edge_padding_high", "interior_padding"):
+            if (node.int_array(attr) or (0,) * out.info.rank)[d] != 0:
+                raise MicrobatchError("'stablehlo.pad' pads the batch", node)
+    elif name == "stablehlo.concatenate" and node.int_attr("dimension") == d:
+        raise MicrobatchError("'stablehlo.concatenate' concatenates along the batch", node)
+    elif name == "stablehlo.dynamic_update_slice":
+        update = node.operands[1]
+        if update.value not in dims:
+            raise MicrobatchError("'stablehlo.dynamic_update_slice' writes into selected examples", node)
+    if name in ("stablehlo.gather", "stablehlo.scatter"):
+        operand = node.operands[0]
+        if operand.value in dims and not _operand_batch_ok(node, dims[operand.value]):
+            raise MicrobatchError(f"'{name}' indexes across examples", node)
+
+
+def _operand_batch_ok(node: OpNode, d: int) -> bool:
+    """The gather/scatter operand's batch dim is a batching dim or a full window dim."""
+    if node.name == "stablehlo.gather":
+        dn = stablehlo.GatherDimensionNumbers(node.op.attributes["dimension_numbers"])
+        if d in list(dn.operand_batching_dims):
+            return True
+        sizes = node.int_array("slice_sizes") or ()
+        return d not in list(dn.collapsed_slice_dims) and sizes[d] == node.operands[0].info.shape[d]
+    sdn = stablehlo.ScatterDimensionNumbers(node.op.attributes["scatter_dimension_numbers"])
+    if d in list(sdn.input_batching_dims):
+        return True
+    skipped = set(sdn.inserted_window_dims) | set(sdn.input_batching_dims)
+    window = [k for k in range(node.operands[0].info.rank) if k not in skipped]
+    if d not in window:
+        return False
+    updates = node.operands[len(node.operands) // 2 + 1]
+    u = list(sdn.update_window_dims)[window.index(d)]
+    return updates.info.shape[u] == node.operands[0].info.shape[d]
+
+
+def _check_sum(graph: FunctionGraph, node: OpNode, dims: Mapping[ir.Value, int]) -> None:
+    """Where the batch ends, the op must sum over it."""
+    name = node.name
+    carrying = [(o, dims[o.value]) for o in node.operands if o.value in dims]
+    if name == "stablehlo.reduce":
+        n = len(node.operands) // 2
+        if (n == 1 and _is_add_body(node.op) and _is_zero(graph, node.operands[1])
+                and all(d in node.dimensions for _, d in carrying)):
+            return
+        raise MicrobatchError(
+            "'stablehlo.reduce' over the batch is not a sum with a zero init (a max, an "
+            "argmax, ...): gradient accumulation can only split sums over the batch", node)
+    if name == "stablehlo.dot_general":
+        dd = node.dot_dims
+        contracted = [set(dd.lhs_contracting), set(dd.rhs_contracting)]
+        if all(
+            d in contracted[k] for k, o in enumerate(node.operands[:2])
+            for d in ([dims[o.value]] if o.value in dims else [])
+        ):
+            return
+    elif name == "stablehlo.convolution":
+        cd = node.conv_dims
+        feature = {0: cd.input_feature, 1: cd.kernel_input_feature}
+        if cd.feature_group_count == 1 and cd.batch_group_count == 1 and all(
+            dims[o.value] == feature[k] for k, o in enumerate(node.operands[:2]) if o.value in dims
+        ):
+            return
+    elif name == "stablehlo.scatter":
+        n = len(node.operands) // 2
+        if (n == 1 and _is_add_body(node.op) and node.operands[0].value not in dims
+                and _is_zero(graph, node.operands[0])):
+            return
+        raise MicrobatchError(
+            "'stablehlo.scatter' over the batch is not a scatter-add into zeros", node)
+    elif name in _KNOWN and carrying:
+        raise MicrobatchError(
+            f"'{name}' picks examples out of the batch (its result has no batch dim): "
+            "gradient accumulation can only split sums over the batch", node)
+    raise MicrobatchError(
+        f"'{name}' combines examples in a way gradient accumulation cannot split "
+        "(only sums over the batch can be accumulated)", node)
+
+
+def _is_add_body(op: ir.Operation) -> bool:
+    if len(op.regions) != 1:
+        return False
+    body = [o.operation for o in op.regions[0].blocks[0].operations]
+    return len(body) == 2 and body[0].name == "stablehlo.add"
+
+
+def _is_zero(graph: FunctionGraph, v: ValueNode) -> bool:
+    """A splat zero constant, possibly broadcast or converted."""
+    node = graph.producer(v)
+    while node is not None and node.name in ("stablehlo.broadcast_in_dim", "stablehlo.convert",
+                                             "stablehlo.reshape"):
+        node = graph.producer(node.operands[0])
+    if node is None or node.name != "stablehlo.constant":
+        return False
+    attr = ir.DenseElementsAttr(node.op.attributes["value"])
+    if not attr.is_splat:
+        return False
+    try:
+        return bool(np.all(np.asarray(attr) == 0))
+    except (TypeError, ValueError):
+        return "dense<0" in str(attr) or "dense<false>" in str(attr)
+
+
+# ----------------------------------------------------------------------------- graph helpers
+
+
+def _users(graph: FunctionGraph, inputs: Sequence[Sequence[ValueNode]]) -> list[set[int]]:
+    users: list[set[int]] = [set() for _ in graph.ops]
+    for i, values in enumerate(inputs):
+        for v in values:
+            if v.producer is not None:
+                users[v.producer].add(i)
+    return users
+
+
+def _value_users(graph: FunctionGraph, v: ValueNode) -> list[tuple[int, int]]:
+    found = [(node.index, k) for node, k in graph.users(v)]
+    found += [(node.index, -1) for node in graph.nested_users(v)]
+    return found
+
+
+def _returned(graph: FunctionGraph, op: int) -> bool:
+    return any(r.producer == op for r in graph.returned)
+
+
+def _ancestors(inputs: Sequence[Sequence[ValueNode]], seeds: Iterable[int]) -> set[int]:
+    found: set[int] = set()
+    stack = list(seeds)
+    while stack:
+        i = stack.pop()
+        if i in found:
+            continue
+        found.add(i)
+        stack.extend(v.producer for v in inputs[i] if v.producer is not None)
+    return found
+
+
+def _descendants(users: Sequence[set[int]], seeds: Iterable[int]) -> set[int]:
+    """Ops reachable from the results of `seeds` (the seeds themselves excluded)."""
+    found: set[int] = set()
+    stack = [u for s in seeds for u in users[s]]
+    while stack:
+        i = stack.pop()
+        if i in found:
+            continue
+        found.add(i)
+        stack.extend(users[i])
+    return found
+
+
+def _type_text(v: ValueNode) -> str:
+    return "x".join([*map(str, v.info.shape), v.info.dtype])

@@ -1,0 +1,199 @@
+"""Stage costs for the stage DP, from the intra-operator pass's cost model.
+
+Reads the per-microbatch function (`accumulation.split_step`) with `alpa.layer` and
+`alpa.phase` on its ops, the cluster, and @main's donated arguments. Writes nothing.
+
+t(i..j, submesh, (dp, mp)) = sum over layers l in i..j of the optimum of the auto-sharding
+ILP of layer l's forward and backward ops alone, on the logical mesh (dp, mp) of the
+cluster (its objective is compute time -- FLOPs / device peak, divided over the devices
+an op's output is split across -- plus the collectives' alpha-beta time). Memory per
+device: the layer's parameters (and optimizer state, split like its parameter) as the
+ILP lays them out; activations = the layer's forward values that backward ops read,
+stashed per microbatch in flight; temporaries = the ILP's peak live bytes.
+
+Approximation, on purpose: layers are costed alone, so the resharding between two layers
+of the same stage is not charged (Alpa profiles whole ranges instead). That makes the
+cost additive, and layers with equal contents (transformer blocks) are solved once per
+logical mesh: the cache key is the layer's outlined function text.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from jax.extend.mlir import ir
+from jax.extend.mlir.dialects import func
+
+from alpa_mlir.dialect_utils.graph import FunctionGraph, ValueNode
+
+from ..inline_calls import remap_operands
+from ..sharding import problem
+from ..sharding.cluster import ClusterSpec
+from ..sharding.ilp import SolverOptions, solve
+from ..sharding.mesh import LogicalMesh
+from ..sharding.spec import shard_count
+from ..sharding.strategy import Options, RuleContext
+from .accumulation import LAYER_ATTR
+from .stage_dp import StageCost, SubmeshShape
+from .step_analysis import op_inputs
+
+AXES = ("x", "y")
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    latency: float
+    param_bytes: float
+    activation_bytes: float
+    temp_bytes: float
+
+
+@dataclass
+class CostStats:
+    solves: int = 0
+    cache_hits: int = 0
+    seconds: float = 0.0
+
+
+class LayerCostModel:
+    """Costs of layers on logical meshes of `cluster` (module docstring)."""
+
+    def __init__(self, micro: FunctionGraph, num_layers: int, cluster: ClusterSpec,
+                 state_bytes: Mapping[int, float], param_inputs: Mapping[int, int],
+                 time_limit: float = 30.0) -> None:
+        """`state_bytes[l]`: optimizer-state bytes that follow layer l's parameters;
+        `param_inputs`: micro-function argument index -> 1 for parameters."""
+        self.micro = micro
+        self.cluster = cluster
+        self.num_layers = num_layers
+        self.state_bytes = state_bytes
+        self.param_inputs = param_inputs
+        self.time_limit = time_limit
+        self.stats = CostStats()
+        self._layers = _layer_ops(micro, num_layers)
+        self._keys: dict[int, str] = {}
+        self._outlined: dict[int, tuple[ir.Module, ir.Operation, list[ValueNode]]] = {}
+        self._by_key: dict[tuple[str, tuple[int, int]], LayerCost] = {}
+        self._layer_cost: dict[tuple[int, tuple[int, int]], LayerCost] = {}
+
+    def mesh(self, shape: tuple[int, int]) -> LogicalMesh:
+        return self.cluster.logical_mesh(shape, AXES)
+
+    def layer(self, layer: int, shape: tuple[int, int]) -> LayerCost:
+        found = self._layer_cost.get((layer, shape))
+        if found is not None:
+            return found
+        module, fn, outside = self._outline(layer)
+        key = (self._keys[layer], shape)
+        cost = self._by_key.get(key)
+        if cost is None:
+            started = time.perf_counter()
+            cost = self._solve(fn, outside, layer, shape)
+            self.stats.solves += 1
+            self.stats.seconds += time.perf_counter() - started
+            self._by_key[key] = cost
+        else:
+            self.stats.cache_hits += 1
+        self._layer_cost[(layer, shape)] = cost
+        del module
+        return cost
+
+    def stage(self, first: int, last: int, submesh: SubmeshShape, shape: tuple[int, int]) -> StageCost:
+        costs = [self.layer(k, shape) for k in range(first, last + 1)]
+        return StageCost(
+            latency=sum(c.latency for c in costs),
+            param_bytes=sum(c.param_bytes for c in costs),
+            activation_bytes=sum(c.activation_bytes for c in costs),
+            temp_bytes=max(c.temp_bytes for c in costs),
+        )
+
+    def _outline(self, layer: int) -> tuple[ir.Module, ir.Operation, list[ValueNode]]:
+        found = self._outlined.get(layer)
+        if found is not None:
+            return found
+        graph = self.micro
+        ops = self._layers[layer]
+        inside = {r.value for i in ops for r in graph.ops[i].results}
+        outside: list[ValueNode] = []
+        seen: set[ir.Value] = set()
+        for i in ops:
+            for v in op_inputs(graph, graph.ops[i]):
+                if v.value not in inside and v.value not in seen:
+                    seen.add(v.value)
+                    outside.append(v)
+        member = set(ops)
+        results = [r for i in ops for r in graph.ops[i].results
+                   if graph.result_positions(r)
+                   or any(u.index not in member for u, _ in graph.users(r))
+                   or any(u.index not in member for u in graph.nested_users(r))]
+        with graph.func_op.context, ir.Location.unknown():
+            module = ir.Module.create()
+            fn = func.FuncOp("layer", ([v.value.type for v in outside], [r.value.type for r in results]),
+                             ip=ir.InsertionPoint(module.body))
+            block = fn.regions[0].blocks.append(*[v.value.type for v in outside])
+            mapping = dict(zip([v.value for v in outside], block.arguments, strict=True))
+            ip = ir.InsertionPoint(block)
+            for i in ops:
+                clone = graph.ops[i].op.clone(ip)
+                remap_operands(clone, mapping)
+                for name in (LAYER_ATTR, "alpa.phase"):
+                    if name in clone.attributes:
+                        del clone.attributes[name]
+                for old, new in zip(graph.ops[i].results, clone.results, strict=True):
+                    mapping[old.value] = new
+            func.ReturnOp([mapping[r.value] for r in results], ip=ip)
+        self._keys[layer] = str(fn)
+        entry = (module, fn.operation, outside)
+        self._outlined[layer] = entry
+        return entry
+
+    def _solve(self, fn: ir.Operation, outside: Sequence[ValueNode], layer: int,
+               shape: tuple[int, int]) -> LayerCost:
+        mesh = self.mesh(shape)
+        graph = FunctionGraph(fn)
+        ctx = RuleContext(mesh, 1.0 / self.cluster.peak_flops, Options())
+        sg = problem.build(graph, ctx)
+        solution = solve(problem.to_problem(sg, [], None), SolverOptions(time_limit=self.time_limit))
+        choices = solution.choices
+        params = 0.0
+        split = []
+        for arg, v in zip(graph.args, outside, strict=True):
+            if v.is_argument and v.index in self.param_inputs:
+                pieces = shard_count(sg.output_spec(arg, choices), mesh)
+                params += arg.info.nbytes / pieces
+                split.append(pieces)
+        mean_split = (sum(split) / len(split)) if split else 1.0
+        params += self.state_bytes.get(layer, 0.0) / mean_split
+        activations = 0.0
+        phases = [_phase(self.micro, i) for i in self._layers[layer]]
+        for node, phase in zip(graph.ops, phases, strict=True):
+            if phase != "forward":
+                continue
+            for r in node.results:
+                if any(_phase_of_user(graph, u.index, self._layers[layer], self.micro) != "forward"
+                       for u, _ in graph.users(r)) or graph.result_positions(r):
+                    activations += r.info.nbytes / shard_count(sg.output_spec(r, choices), mesh)
+        return LayerCost(solution.objective, params, activations, problem.peak_bytes(sg, choices))
+
+
+def _phase(graph: FunctionGraph, op: int) -> str:
+    attrs = graph.ops[op].op.attributes
+    return str(ir.StringAttr(attrs["alpa.phase"]).value) if "alpa.phase" in attrs else "backward"
+
+
+def _phase_of_user(graph: FunctionGraph, index: int, ops: Sequence[int], micro: FunctionGraph) -> str:
+    del graph
+    return _phase(micro, ops[index])
+
+
+def _layer_ops(graph: FunctionGraph, num_layers: int) -> list[list[int]]:
+    layers: list[list[int]] = [[] for _ in range(num_layers)]
+    for node in graph.ops:
+        attrs = node.op.attributes
+        if LAYER_ATTR in attrs:
+            k = int(ir.IntegerAttr(attrs[LAYER_ATTR]).value)
+            if 0 <= k < num_layers:
+                layers[k].append(node.index)
+    return layers

@@ -1,0 +1,193 @@
+"""Auto-shard every fragment of an MPMD program on its stage's logical mesh.
+
+Reads the program `fragments.write_mpmd` wrote (the microbatch function and @main over
+`!mpmd.mesh_tensor` values, `sdy.mesh @stage<k>` per stage) and a `LogicalMesh` per
+stage. Writes `sdy.sharding_constraint`s inside each fragment (the intra-operator ILP's
+plan, exactly as alpa-auto-sharding writes them) and a `sharding=<@stage<k>, [...]>` on
+every `mesh_tensor` value the plan lays out: function arguments and results, fragment
+and call results, transfer results.
+
+Order and consistency: the microbatch function first, then @main, each in program
+order. A fragment's ILP takes the layouts already decided for its operands as fixed and
+chooses the others (a transfer result or a function argument read first here); its
+results get the layouts it chose, except where a layout is required: a value passed to
+the microbatch call must have the callee argument's layout, and an updated parameter
+returned in place of a donated argument that argument's layout (the fragment then
+reshards it before returning). Call results take the callee's result layouts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from jax.extend.mlir import ir
+
+from alpa_mlir.dialect_utils import mpmd
+from alpa_mlir.dialect_utils import sharding as S
+from alpa_mlir.dialect_utils.graph import FunctionGraph, ValueNode
+
+from ..sharding import annotate, problem
+from ..sharding.ilp import SolverOptions, solve
+from ..sharding.mesh import LogicalMesh
+from ..sharding.spec import TensorSpec
+from ..sharding.strategy import Options, RuleContext
+
+
+@dataclass(frozen=True)
+class ShardingSummary:
+    fragments: int
+    constraints: int
+    objective: float  # sum of the fragments' ILP objectives
+
+
+def shard_stages(module: ir.Module, meshes: Mapping[str, LogicalMesh], peak_flops: float,
+                 time_limit: float = 30.0) -> ShardingSummary:
+    """Shard every fragment (module docstring). `meshes`: mesh name -> logical mesh."""
+    funcs = mpmd.program_functions(module)
+    main = funcs["main"]
+    callees = [f for name, f in funcs.items() if name != "main"]
+    state = _State(meshes, peak_flops, time_limit)
+    callee_args: dict[str, list[S.Sharding | None]] = {}
+    callee_results: dict[str, list[S.Sharding | None]] = {}
+    for fn in callees:
+        name = str(ir.StringAttr(fn.attributes["sym_name"]).value)
+        state.run(fn, {}, {}, callee_results)
+        block = fn.regions[0].blocks[0]
+        callee_args[name] = [state.decided.get(a) for a in block.arguments]
+        callee_results[name] = [state.decided.get(v) for v in _returned(fn)]
+    required, preset = _main_pins(main, callee_args)
+    state.run(main, required, preset, callee_results)
+    return ShardingSummary(state.fragments, state.constraints, state.objective)
+
+
+class _State:
+    def __init__(self, meshes: Mapping[str, LogicalMesh], peak_flops: float, time_limit: float) -> None:
+        self.meshes = meshes
+        self.peak_flops = peak_flops
+        self.time_limit = time_limit
+        self.decided: dict[ir.Value, S.Sharding | None] = {}
+        self.fragments = 0
+        self.constraints = 0
+        self.objective = 0.0
+
+    def run(self, fn: ir.Operation, required: Mapping[ir.Value, S.Sharding],
+            preset: Mapping[ir.Value, S.Sharding],
+            callee_results: Mapping[str, list[S.Sharding | None]]) -> None:
+        block = fn.regions[0].blocks[0]
+        for value, sharding in preset.items():
+            self._set(value, sharding)
+        aliases = _aliases(fn)
+        for op in list(block.operations):
+            operation = op.operation
+            name = operation.name
+            if name == mpmd.FRAGMENT:
+                self._fragment(operation, required, aliases)
+            elif name == mpmd.TRANSFER:
+                result = operation.results[0]
+                if result in required:
+                    self._set(result, required[result])
+            elif name == mpmd.CALL:
+                callee = mpmd.callee_name(operation)
+                for r, sharding in zip(operation.results, callee_results[callee], strict=True):
+                    if sharding is not None:
+                        self._set(r, sharding)
+        returned = _returned(fn)
+        inputs = [a.type for a in block.arguments]
+        with fn.context:
+            fn.attributes["function_type"] = ir.TypeAttr.get(
+                ir.FunctionType.get(inputs, [v.type for v in returned]))
+
+    def _set(self, value: ir.Value, sharding: S.Sharding | None) -> None:
+        self.decided[value] = sharding
+        mesh_name, tensor, _ = mpmd.mesh_tensor_parts(value.type)
+        text = None if sharding is None else sharding.body()
+        value.set_type(mpmd.mesh_tensor_type(mesh_name, tensor, text))
+
+    def _fragment(self, frag: ir.Operation, required: Mapping[ir.Value, S.Sharding],
+                  aliases: Mapping[ir.Value, ir.Value]) -> None:
+        mesh_name = mpmd.fragment_mesh(frag)
+        mesh = self.meshes[mesh_name]
+        graph = FunctionGraph(frag)
+        operands = list(frag.operands)
+
+        def narrow(arg: ValueNode, specs: list[TensorSpec]) -> list[TensorSpec]:
+            fixed = self.decided.get(operands[arg.index])
+            if fixed is None:
+                return specs
+            want = _spec(fixed, mesh)
+            keep = [s for s in specs if s == want]
+            return keep or specs
+
+        ctx = RuleContext(mesh, 1.0 / self.peak_flops, Options())
+        sg = problem.build(graph, ctx, frozenset(), narrow)
+        solution = solve(problem.to_problem(sg, [], None), SolverOptions(time_limit=self.time_limit))
+        choices = solution.choices
+        self.objective += solution.objective
+        self.constraints += annotate.write_constraints(sg, choices, mesh_name)
+        self.fragments += 1
+        for arg, v in zip(graph.args, operands, strict=True):
+            if v not in self.decided and _is_mesh_tensor_value(v):
+                self._set(v, annotate.to_sharding(sg.output_spec(arg, choices), mesh, mesh_name))
+        terminator = list(frag.regions[0].blocks[0].operations)[-1].operation
+        for j, (inner, result) in enumerate(zip(graph.returned, frag.results, strict=True)):
+            chosen = annotate.to_sharding(sg.output_spec(inner, choices), mesh, mesh_name)
+            want = required.get(result)
+            alias = aliases.get(result)
+            if want is None and alias is not None:
+                want = self.decided.get(alias)
+            if want is not None and want.text() != chosen.text():
+                with frag.context, ir.InsertionPoint(terminator), terminator.location:
+                    from jax.extend.mlir.dialects import sdy
+
+                    c = sdy.ShardingConstraintOp(terminator.operands[j], want.attr())
+                terminator.operands[j] = c.result
+                self.constraints += 1
+                chosen = want
+            self._set(result, chosen)
+
+
+def _spec(sharding: S.Sharding, mesh: LogicalMesh) -> TensorSpec:
+    return tuple(tuple(mesh.axis_names.index(a) for a in dim) for dim in sharding.dim_axes)
+
+
+def _is_mesh_tensor_value(v: ir.Value) -> bool:
+    return mpmd.is_mesh_tensor(v.type)
+
+
+def _returned(fn: ir.Operation) -> list[ir.Value]:
+    block = fn.regions[0].blocks[0]
+    return list(list(block.operations)[-1].operation.operands)
+
+
+def _aliases(fn: ir.Operation) -> dict[ir.Value, ir.Value]:
+    """Returned value -> the donated argument it updates (`tf.aliasing_output`)."""
+    from .step_analysis import donated_args
+
+    block = fn.regions[0].blocks[0]
+    returned = _returned(fn)
+    found: dict[ir.Value, ir.Value] = {}
+    for arg, result in donated_args(fn).items():
+        if result < len(returned):
+            found.setdefault(returned[result], block.arguments[arg])
+    return found
+
+
+def _main_pins(main: ir.Operation, callee_args: Mapping[str, Sequence[S.Sharding | None]]
+               ) -> tuple[dict[ir.Value, S.Sharding], dict[ir.Value, S.Sharding]]:
+    """Layouts @main must use: operands of the calls get the callee argument's
+    (`required` for values @main computes, `preset` for its own arguments)."""
+    block = main.regions[0].blocks[0]
+    args = set(block.arguments)
+    required: dict[ir.Value, S.Sharding] = {}
+    preset: dict[ir.Value, S.Sharding] = {}
+    for op in block.operations:
+        if op.operation.name != mpmd.CALL:
+            continue
+        wanted = callee_args[mpmd.callee_name(op.operation)]
+        for v, sharding in zip(op.operation.operands, wanted, strict=True):
+            if sharding is None:
+                continue
+            (preset if v in args else required).setdefault(v, sharding)
+    return required, preset
+

@@ -1,0 +1,290 @@
+"""alpa-stage-construction: Alpa's inter-operator DP, writing an MPMD pipeline program."""
+
+from __future__ import annotations
+
+import enum
+import json
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from jax.extend.mlir import ir
+
+from alpa_mlir.dialect_utils import sharding as S
+from alpa_mlir.dialect_utils.graph import FunctionGraph
+from alpa_mlir.dialect_utils.sharding import strip_shardings
+
+from .gradient_accumulation import apply_split, microbatch_split
+from .inline_calls import inlined_main
+from .layer_construction import LAYER_ATTR, NUM_LAYERS_ATTR
+from .pass_base import Pass, PassContext
+from .pipeshard.fragments import FragmentError, mesh_name, write_mpmd
+from .pipeshard.stage_cost import AXES, LayerCostModel
+from .pipeshard.stage_dp import (
+    Cluster,
+    CostCache,
+    StageDPError,
+    StagePlan,
+    SubmeshShape,
+    SubmeshSpace,
+    logical_shapes,
+    plan_manual,
+    plan_stages,
+    stashed_microbatches,
+)
+from .pipeshard.stage_sharding import shard_stages
+from .pipeshard.step_analysis import donated_args
+from .sharding.cluster import ClusterError, ClusterSpec, load_cluster
+from .sharding.mesh import MeshShape
+
+PLAN_ATTR = "alpa.stage_plan"
+
+
+class StageMode(enum.Enum):
+    AUTO = "auto"
+    UNIFORM = "uniform"
+    MANUAL = "manual"
+
+
+class Schedule(enum.Enum):
+    ONE_F_ONE_B = "1f1b"
+    GPIPE = "gpipe"
+
+
+class LogicalChoice(enum.Enum):
+    ALL = "all"
+    DATA = "data"
+    MODEL = "model"
+
+
+@dataclass(frozen=True)
+class StageConstructionPass(Pass):
+    """Slice a training step into pipeline stages on submeshes (Alpa's stage DP) and
+    write it as an MPMD program (docs/mpmd-format.md).
+
+    Reads: @main with `alpa.layer` on every op (alpa-layer-construction), a training
+    step as alpa-gradient-accumulation reads it.
+    Writes: the microbatched step (alpa-gradient-accumulation's split) as MPMD:
+    `sdy.mesh @stage<k>` and a topology entry per stage (the stage's logical mesh,
+    axes x, y), forward and backward fragments per stage in the microbatch function,
+    prologue/apply fragments per stage in @main, transfers between meshes, one
+    mpmd.call per microbatch; the plan in `alpa.stage_plan` (JSON) on the module and in
+    report=FILE.
+    Algorithm: stages=auto runs Alpa's DP over (layer range, submesh, logical mesh)
+    minimizing sum t_i + (M - 1) max t_i, every device used, with t from the per-layer
+    auto-sharding ILP (pipeshard.stage_cost; identical layers solved once) and the 1F1B
+    (or GPipe) memory limit of the cluster's devices; stages=uniform splits the layers
+    evenly over num-stages equal submeshes; stages=manual takes layer-ranges,
+    stage-submeshes and stage-logical-shapes.
+    """
+
+    NAME: ClassVar[str] = "alpa-stage-construction"
+    SUMMARY: ClassVar[str] = "pipeline stages on submeshes (Alpa's inter-op DP), written as MPMD"
+
+    cluster: str = field(default="p3.16xlarge", metadata={"help": "cluster preset or JSON file"})
+    devices: MeshShape | None = field(
+        default=None, metadata={"help": "HOSTSxDEVICES overriding the cluster's (e.g. 2x4)"})
+    num_microbatches: int = field(default=1, metadata={"help": "microbatches per step"})
+    schedule: Schedule = field(default=Schedule.ONE_F_ONE_B, metadata={"help": "1f1b or gpipe (memory rule)"})
+    submeshes: SubmeshSpace = field(default=SubmeshSpace.POWER_OF_TWO, metadata={"help": "power-of-two or all"})
+    logical_shapes: LogicalChoice = field(
+        default=LogicalChoice.ALL, metadata={"help": "logical meshes per submesh: all, data (dp only), model (mp only)"})
+    stages: StageMode = field(default=StageMode.AUTO, metadata={"help": "auto (DP), uniform or manual"})
+    num_stages: int | None = field(default=None, metadata={"help": "stage count for stages=uniform"})
+    layer_ranges: tuple[str, ...] = field(default=(), metadata={"help": "stages=manual: first-last layers per stage (0-1,2-3)"})
+    stage_submeshes: tuple[str, ...] = field(default=(), metadata={"help": "stages=manual: HxD submesh per stage"})
+    stage_logical_shapes: tuple[str, ...] = field(default=(), metadata={"help": "stages=manual: DPxMP per stage"})
+    memory_limit: float | None = field(default=None, metadata={"help": "bytes per device (default: the cluster's)"})
+    time_limit: float = field(default=30.0, metadata={"help": "seconds per layer ILP"})
+    batch_args: tuple[int, ...] = field(default=(), metadata={"help": "batch arguments (default: not donated)"})
+    allow_per_microbatch_statistics: bool = field(default=False, metadata={"help": "accept batch statistics"})
+    shard_stages: bool = field(
+        default=True, metadata={"help": "auto-shard each fragment on its stage's logical mesh"})
+    report: str = field(default="", metadata={"help": "write the plan as JSON to this file"})
+
+    def run(self, module: ir.Module, ctx: PassContext) -> None:
+        started = time.perf_counter()
+        spec = self._cluster(ctx)
+        cluster = Cluster(spec.hosts, spec.devices_per_host)
+        main = inlined_main(module, ctx, self.NAME)
+        if NUM_LAYERS_ATTR not in main.attributes:
+            ctx.fail(f"{self.NAME} needs alpa.layer on every op: run alpa-layer-construction first",
+                     main.location)
+        num_layers = int(ir.IntegerAttr(main.attributes[NUM_LAYERS_ATTR]).value)
+        strip_shardings(module)
+        graph = FunctionGraph(main)
+        state = _state_bytes(graph, main)
+        split = microbatch_split(graph, main, ctx, self.NAME, self.num_microbatches,
+                                 self.batch_args, self.allow_per_microbatch_statistics)
+        step = apply_split(module, main, graph, split, ctx)
+        micro = FunctionGraph(step.function)
+        params = {k: 1 for k, v in enumerate(split.inputs[:step.num_inputs])
+                  if v.is_argument and v.index in donated_args(main)}
+        costs = LayerCostModel(micro, num_layers, spec, state, params, self.time_limit)
+        memory = self.memory_limit if self.memory_limit is not None else spec.memory_bytes
+        plan, dp_seconds = self._plan(ctx, main, cluster, costs, num_layers, memory)
+        stage_of_layer = [k for k, s in enumerate(plan.stages) for _ in range(s.layer_start, s.layer_end + 1)]
+        meshes = [S.Mesh.from_shape(tuple(s.logical_shape), AXES) for s in plan.stages]
+        try:
+            summary = write_mpmd(module, main, step, stage_of_layer, meshes)
+        except FragmentError as e:
+            ctx.fail(str(e), e.location)
+        sharded = None
+        if self.shard_stages:
+            logical = {mesh_name(k): costs.mesh(tuple(s.logical_shape)) for k, s in enumerate(plan.stages)}
+            sharded = shard_stages(module, logical, spec.peak_flops, self.time_limit)
+        data = self._report(spec, plan, costs, memory, summary.fragments, summary.transfers,
+                            dp_seconds, time.perf_counter() - started)
+        if sharded is not None:
+            data["stage_sharding"] = {"fragments": sharded.fragments, "constraints": sharded.constraints}
+        with module.context:
+            text = json.dumps({k: v for k, v in data.items() if k != "timing"}, sort_keys=True)
+            module.operation.attributes[PLAN_ATTR] = ir.StringAttr.get(text)
+        if self.report:
+            try:
+                Path(self.report).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+            except OSError as e:
+                ctx.fail(f"cannot write report '{self.report}': {e.strerror}")
+
+    def _cluster(self, ctx: PassContext) -> ClusterSpec:
+        try:
+            spec = load_cluster(self.cluster)
+        except ClusterError as e:
+            ctx.fail(str(e))
+        if self.devices is not None:
+            dims = self.devices.dims
+            if len(dims) > 2:
+                ctx.fail(f"devices={self.devices}: expected HOSTSxDEVICES or a device count")
+            hosts, per_host = (1, dims[0]) if len(dims) == 1 else dims
+            from dataclasses import replace
+            spec = replace(spec, name=f"{spec.name}[{hosts}x{per_host}]", hosts=hosts, devices_per_host=per_host)
+        return spec
+
+    def _shapes(self, submesh: SubmeshShape) -> tuple[tuple[int, int], ...]:
+        shapes = logical_shapes(submesh)
+        if self.logical_shapes is LogicalChoice.DATA:
+            return tuple(s for s in shapes if s[1] == 1)
+        if self.logical_shapes is LogicalChoice.MODEL:
+            return tuple(s for s in shapes if s[0] == 1)
+        return shapes
+
+    def _plan(self, ctx: PassContext, main: ir.Operation, cluster: Cluster, costs: LayerCostModel,
+              num_layers: int, memory: float) -> tuple[StagePlan, float]:
+        m = self.num_microbatches
+        gpipe = self.schedule is Schedule.GPIPE
+
+        def cost(first: int, last: int, submesh: SubmeshShape, shape: tuple[int, int]) -> Any:
+            if shape not in self._shapes(submesh):
+                return None
+            c = costs.stage(first, last, submesh, shape)
+            if gpipe:  # GPipe stashes every microbatch: fold that into the activations
+                from dataclasses import replace
+                stash = stashed_microbatches(num_layers, m) or 1
+                c = replace(c, activation_bytes=c.activation_bytes * m / stash)
+            return c
+
+        cache = CostCache(cost)
+        started = time.perf_counter()
+        try:
+            if self.stages is StageMode.AUTO:
+                result = plan_stages(num_layers, cluster, cache, m,
+                                     submesh_space=self.submeshes, device_memory_bytes=memory)
+                return result.plan, time.perf_counter() - started
+            ranges, submeshes, shapes = self._fixed_stages(ctx, main, cluster, num_layers)
+            plan = plan_manual(ranges, submeshes, shapes, cache, m, cluster=cluster,
+                               num_layers=num_layers, device_memory_bytes=memory)
+            return plan, time.perf_counter() - started
+        except StageDPError as e:
+            ctx.fail(f"{self.NAME}: {e}", main.location)
+        except ValueError as e:
+            ctx.fail(f"{self.NAME}: {e}", main.location)
+
+    def _fixed_stages(self, ctx: PassContext, main: ir.Operation, cluster: Cluster, num_layers: int
+                      ) -> tuple[list[tuple[int, int]], list[SubmeshShape], list[tuple[int, int]]]:
+        if self.stages is StageMode.UNIFORM:
+            s = self.num_stages
+            if s is None or s < 1:
+                ctx.fail("stages=uniform needs num-stages=N (N >= 1)", main.location)
+            if s > num_layers:
+                ctx.fail(f"num-stages={s} is more than the {num_layers} layers: each stage needs "
+                         "at least one layer", main.location)
+            n = cluster.num_devices
+            if n % s:
+                ctx.fail(f"num-stages={s} does not divide the {n} devices of the cluster", main.location)
+            per = n // s
+            sub = SubmeshShape(per // cluster.devices_per_host, cluster.devices_per_host) \
+                if per >= cluster.devices_per_host and per % cluster.devices_per_host == 0 \
+                else SubmeshShape(1, per)
+            bounds = [round(k * num_layers / s) for k in range(s + 1)]
+            ranges = [(bounds[k], bounds[k + 1] - 1) for k in range(s)]
+            shape = self._shapes(sub)[-1] if self.logical_shapes is not LogicalChoice.DATA else (per, 1)
+            return ranges, [sub] * s, [shape] * s
+        if not self.layer_ranges:
+            ctx.fail("stages=manual needs layer-ranges, stage-submeshes and stage-logical-shapes",
+                     main.location)
+        try:
+            ranges = [_pair(t, "-") for t in self.layer_ranges]
+            subs = [SubmeshShape(*_pair(t, "x")) for t in self.stage_submeshes]
+            shapes = [_pair(t, "x") for t in self.stage_logical_shapes]
+        except ValueError as e:
+            ctx.fail(f"{self.NAME}: {e}", main.location)
+        return ranges, subs, shapes
+
+    def _report(self, spec: ClusterSpec, plan: StagePlan, costs: LayerCostModel, memory: float,
+                fragments: Mapping[str, int], transfers: int, dp_seconds: float, seconds: float) -> dict[str, Any]:
+        m = self.num_microbatches
+        stages = []
+        for k, s in enumerate(plan.stages):
+            c = costs.stage(s.layer_start, s.layer_end, s.submesh, s.logical_shape)
+            stash = m if self.schedule is Schedule.GPIPE else stashed_microbatches(plan.num_stages - k, m)
+            stages.append({
+                "stage": k, "layers": [s.layer_start, s.layer_end],
+                "submesh": [s.submesh.hosts, s.submesh.devices],
+                "logical_shape": list(s.logical_shape),
+                "latency_s": c.latency, "param_bytes": c.param_bytes,
+                "activation_bytes": c.activation_bytes, "temp_bytes": c.temp_bytes,
+                "peak_bytes": c.memory_bytes(stash), "stashed_microbatches": stash,
+            })
+        return {
+            "cluster": {"name": spec.name, "hosts": spec.hosts, "devices_per_host": spec.devices_per_host,
+                        "memory_limit_bytes": memory},
+            "mode": self.stages.value, "schedule": self.schedule.value, "num_microbatches": m,
+            "num_layers": costs.num_layers, "stages": stages,
+            "predicted_step_s": plan.objective, "t_max_s": plan.t_max, "total_latency_s": plan.total_latency,
+            "fragments": dict(fragments), "transfers": transfers,
+            "cost_model": {"layer_solves": costs.stats.solves, "cache_hits": costs.stats.cache_hits},
+            "timing": {"dp_s": dp_seconds, "layer_ilp_s": costs.stats.seconds, "total_s": seconds},
+        }
+
+
+def _pair(text: str, sep: str) -> tuple[int, int]:
+    parts = text.lower().split(sep)
+    if len(parts) == 1 and sep == "-":
+        parts = parts * 2
+    try:
+        a, b = (int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"expected A{sep}B, got {text!r}") from None
+    return a, b
+
+
+def _state_bytes(graph: FunctionGraph, main: ir.Operation) -> dict[int, float]:
+    """Per layer: bytes of the donated arguments that no microbatch op reads (optimizer
+    state), attributed to the layer of their first reader."""
+    donated = set(donated_args(main))
+    found: Counter[int] = Counter()
+    for arg in graph.args:
+        if arg.index not in donated:
+            continue
+        users = [u for u, _ in graph.users(arg)]
+        phases = {str(ir.StringAttr(u.op.attributes["alpa.phase"]).value) for u in users
+                  if "alpa.phase" in u.op.attributes}
+        if not users or phases & {"forward", "backward"}:
+            continue
+        first = users[0].op.attributes
+        if LAYER_ATTR in first:
+            found[int(ir.IntegerAttr(first[LAYER_ATTR]).value)] += arg.info.nbytes
+    return dict(found)

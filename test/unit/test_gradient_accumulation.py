@@ -1,0 +1,145 @@
+"""alpa-gradient-accumulation: the microbatched step equals the original step for every
+zoo model and M in {1, 2, 4}; batch statistics are refused unless allowed; the split's
+structure (one call per microbatch, batch dims shrunk, sums accumulated) and its errors."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+
+from alpa_mlir.dialect_utils.context import make_context, parse_module, print_module
+from alpa_mlir.dialect_utils.graph import FunctionGraph, functions
+from alpa_mlir.models.export import example_inputs, export_train_step
+from alpa_mlir.passes.gradient_accumulation import GradientAccumulationPass
+from alpa_mlir.passes.pass_base import PassFailure
+from alpa_mlir.passes.pipeshard.microbatch import MicrobatchError, analyze_microbatches
+from alpa_mlir.runtime.reference import Tolerance, compare_outputs, compile_reference
+
+MODELS = ["mlp", "gpt", "bert", "moe"]
+
+
+@functools.cache
+def exported(model: str) -> str:
+    return export_train_step(model, "tiny", debug_info=False)
+
+
+def accumulate(text: str, options: str) -> str:
+    module = parse_module(text, make_context())
+    GradientAccumulationPass.from_options(options).apply(module)
+    assert module.operation.verify()
+    return print_module(module)
+
+
+def run(text: str, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    return compile_reference(parse_module(text, make_context()), jax.devices()[0]).run(inputs)
+
+
+@functools.cache
+def original_outputs(model: str) -> list[np.ndarray]:
+    return run(exported(model), example_inputs(model, "tiny", seed=0))
+
+
+@pytest.mark.parametrize("m", [1, 2, 4])
+@pytest.mark.parametrize("model", MODELS)
+def test_accumulated_step_equals_original(model: str, m: int) -> None:
+    text = exported(model)
+    inputs = example_inputs(model, "tiny", seed=0)
+    out = accumulate(text, f"num-microbatches={m}")
+    module = parse_module(out, make_context())
+    funcs = functions(module)
+    assert set(funcs) == {"main", "microbatch"}
+    calls = [op for op in funcs["main"].regions[0].blocks[0].operations if op.operation.name == "func.call"]
+    assert len(calls) == m
+    report = compare_outputs(run(out, inputs), original_outputs(model), Tolerance())
+    assert report.passed, report.summary_line()
+
+
+def test_batch_norm_is_refused_then_accepted_with_the_flag() -> None:
+    text = exported("wide-resnet")
+    with pytest.raises(PassFailure, match="cross-example statistic such as batch norm"):
+        accumulate(text, "num-microbatches=2")
+    out = accumulate(text, "num-microbatches=2 allow-per-microbatch-statistics=true")
+    inputs = example_inputs("wide-resnet", "tiny", seed=0)
+    got, want = run(out, inputs), original_outputs("wide-resnet")
+    assert len(got) == len(want)
+    # per-microbatch statistics change the numbers a little, not the shapes
+    assert all(g.shape == w.shape for g, w in zip(got, want, strict=True))
+    assert all(np.all(np.isfinite(g)) for g in got)
+    # with one microbatch the statistics are the full batch's: exact again
+    one = accumulate(text, "num-microbatches=1 allow-per-microbatch-statistics=true")
+    assert compare_outputs(run(one, inputs), want, Tolerance()).passed
+
+
+STEP = """
+func.func @main(%w: tensor<4x2xf32> {tf.aliasing_output = 0 : i32}, %x: tensor<8x4xf32>, %y: tensor<8x2xf32>)
+    -> (tensor<4x2xf32>, tensor<f32>) {
+  %p = stablehlo.dot_general %x, %w, contracting_dims = [1] x [0] : (tensor<8x4xf32>, tensor<4x2xf32>) -> tensor<8x2xf32>
+  %d = stablehlo.subtract %p, %y : tensor<8x2xf32>
+  %sq = stablehlo.multiply %d, %d : tensor<8x2xf32>
+  %z = stablehlo.constant dense<0.0> : tensor<f32>
+  %s = stablehlo.reduce(%sq init: %z) applies stablehlo.add across dimensions = [0, 1] : (tensor<8x2xf32>, tensor<f32>) -> tensor<f32>
+  %n = stablehlo.constant dense<0.125> : tensor<f32>
+  %loss = stablehlo.multiply %s, %n : tensor<f32>
+  %c = stablehlo.constant dense<0.25> : tensor<8x2xf32>
+  %dd = stablehlo.multiply %d, %c : tensor<8x2xf32>
+  %g = stablehlo.dot_general %x, %dd, contracting_dims = [0] x [0] : (tensor<8x4xf32>, tensor<8x2xf32>) -> tensor<4x2xf32>
+  %lr = stablehlo.constant dense<0.1> : tensor<4x2xf32>
+  %u = stablehlo.multiply %g, %lr : tensor<4x2xf32>
+  %w2 = stablehlo.subtract %w, %u : tensor<4x2xf32>
+  return %w2, %loss : tensor<4x2xf32>, tensor<f32>
+}
+"""
+
+
+def test_split_structure_of_a_small_step() -> None:
+    module = parse_module(STEP, make_context())
+    split = analyze_microbatches(FunctionGraph(functions(module)["main"]), [1, 2], 4)
+    assert dict(split.batch_args) == {1: 0, 2: 0}
+    # the sums: the loss reduce and the weight gradient
+    assert sorted(b.info.shape for b in split.boundary) == [(), (4, 2)]
+    out = accumulate(STEP, "num-microbatches=4")
+    assert "func.func private @microbatch(%arg0: tensor<4x2xf32>, %arg1: tensor<2x4xf32>, %arg2: tensor<2x2xf32>" in out
+    assert out.count("call @microbatch") == 4
+    assert "dense<2.500000e-01> : tensor<2x2xf32>" in out  # the splat constant shrank
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal(s).astype(np.float32) for s in ((4, 2), (8, 4), (8, 2))]
+    assert compare_outputs(run(out, inputs), run(STEP, inputs), Tolerance()).passed
+
+
+def test_a_max_over_the_batch_is_refused() -> None:
+    text = STEP.replace("applies stablehlo.add across", "applies stablehlo.maximum across")
+    with pytest.raises(PassFailure, match="not a sum with a zero init"):
+        accumulate(text, "num-microbatches=2")
+
+
+def test_errors() -> None:
+    with pytest.raises(PassFailure, match="batch size 8, which num-microbatches=3 does not divide"):
+        accumulate(STEP, "num-microbatches=3")
+    with pytest.raises(PassFailure, match="num-microbatches must be >= 1"):
+        accumulate(STEP, "num-microbatches=0")
+    with pytest.raises(PassFailure, match="batch-args names argument 7"):
+        accumulate(STEP, "num-microbatches=2 batch-args=7")
+    sliced = STEP.replace(
+        "%sq = stablehlo.multiply %d, %d : tensor<8x2xf32>",
+        "%sq0 = stablehlo.multiply %d, %d : tensor<8x2xf32>\n"
+        "  %sq = stablehlo.slice %sq0 [0:4, 0:2] : (tensor<8x2xf32>) -> tensor<4x2xf32>",
+    ).replace("(tensor<8x2xf32>, tensor<f32>) -> tensor<f32>", "(tensor<4x2xf32>, tensor<f32>) -> tensor<f32>")
+    with pytest.raises(PassFailure, match="picks examples out of the batch"):
+        accumulate(sliced, "num-microbatches=2")
+
+
+def test_microbatch_error_carries_the_op() -> None:
+    module = parse_module(STEP.replace("applies stablehlo.add across", "applies stablehlo.maximum across"),
+                          make_context())
+    graph = FunctionGraph(functions(module)["main"])
+    with pytest.raises(MicrobatchError) as info:
+        analyze_microbatches(graph, [1, 2], 2)
+    assert info.value.op is not None and info.value.op.name == "stablehlo.reduce"
+
+
+def test_output_is_deterministic() -> None:
+    text = exported("gpt")
+    assert accumulate(text, "num-microbatches=2") == accumulate(text, "num-microbatches=2")

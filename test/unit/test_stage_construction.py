@@ -1,0 +1,178 @@
+"""alpa-stage-construction / alpa-pipeshard: every zoo model on a simulated 2x4 cluster
+gives a verifying MPMD program whose sequential run equals the original step; manual,
+uniform and automatic plans; the report; errors; determinism."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from alpa_mlir.dialect_utils import mpmd
+from alpa_mlir.dialect_utils.context import make_context, parse_module, print_module
+from alpa_mlir.models.export import example_inputs, export_train_step
+from alpa_mlir.passes.pass_base import PassFailure
+from alpa_mlir.passes.pass_manager import PassManager
+from alpa_mlir.runtime.mpmd_reference import SequentialExecutor
+from alpa_mlir.runtime.reference import Tolerance, compare_outputs, compile_reference
+
+CLUSTER = "devices=2x4"
+
+
+@functools.cache
+def exported(model: str) -> str:
+    return export_train_step(model, "tiny", debug_info=False)
+
+
+@functools.cache
+def original_outputs(model: str) -> list[np.ndarray]:
+    module = parse_module(exported(model), make_context())
+    return compile_reference(module, jax.devices()[0]).run(example_inputs(model, "tiny", seed=0))
+
+
+def pipeline(text: str, passes: str) -> str:
+    ctx = make_context()
+    module = parse_module(text, ctx)
+    PassManager.parse(f"builtin.module({passes})", ctx).run(module)
+    assert module.operation.verify()
+    return print_module(module)
+
+
+def run_sequential(text: str, model: str) -> list[np.ndarray]:
+    module = parse_module(text, make_context())
+    return SequentialExecutor(module, jax.devices()[0]).run(example_inputs(model, "tiny", seed=0))
+
+
+def fragments(text: str) -> list[tuple[str, int | None, str]]:
+    """(kind, stage, mesh) of every fragment, in order (microbatch function first)."""
+    module = parse_module(text, make_context())
+    found = []
+    for fn in mpmd.program_functions(module).values():
+        for op in mpmd.top_level_ops(fn):
+            if op.name == mpmd.FRAGMENT:
+                found.append((mpmd.fragment_kind(op), mpmd.fragment_stage(op), mpmd.fragment_mesh(op)))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("model", "options"),
+    [
+        ("mlp", "num-microbatches=2"),
+        ("gpt", "num-microbatches=2"),
+        ("bert", "num-microbatches=2"),
+        ("moe", "num-microbatches=2"),
+        ("wide-resnet", "num-microbatches=1"),
+    ],
+)
+def test_zoo_pipeshard_runs_like_the_original_step(model: str, options: str) -> None:
+    out = pipeline(exported(model), f"alpa-pipeshard{{{CLUSTER} {options}}}")
+    got = run_sequential(out, model)
+    report = compare_outputs(got, original_outputs(model), Tolerance())
+    assert report.passed, report.summary_line()
+
+
+@pytest.mark.parametrize("m", [1, 4])
+def test_manual_two_stages(m: int) -> None:
+    out = pipeline(
+        exported("gpt"),
+        f"alpa-layer-construction{{layers=2}},alpa-stage-construction{{{CLUSTER} num-microbatches={m} "
+        "stages=manual layer-ranges=0-0,1-1 stage-submeshes=1x4,1x4 stage-logical-shapes=2x2,1x4}",
+    )
+    assert 'sdy.mesh @stage0 = <["x"=2, "y"=2]>' in out
+    assert 'sdy.mesh @stage1 = <["x"=1, "y"=4]>' in out
+    kinds = fragments(out)
+    forward = [(s, mesh) for kind, s, mesh in kinds if kind == "forward"]
+    backward = [(s, mesh) for kind, s, mesh in kinds if kind == "backward"]
+    assert forward == [(0, "stage0"), (1, "stage1")]
+    assert backward[0][0] == 1 and backward[-1][0] == 0  # the backward pass runs back
+    assert out.count("mpmd.call @microbatch") == m
+    assert "mpmd.transfer" in out
+    report = compare_outputs(run_sequential(out, "gpt"), original_outputs("gpt"), Tolerance())
+    assert report.passed, report.summary_line()
+
+
+def test_uniform_and_report(tmp_path: Path) -> None:
+    report = tmp_path / "plan.json"
+    out = pipeline(
+        exported("mlp"),
+        f"alpa-pipeshard{{{CLUSTER} layers=2 num-microbatches=2 stages=uniform num-stages=2 report={report}}}",
+    )
+    data = json.loads(report.read_text())
+    assert [s["layers"] for s in data["stages"]] == [[0, 0], [1, 1]]
+    assert [s["submesh"] for s in data["stages"]] == [[1, 4], [1, 4]]
+    assert data["predicted_step_s"] > 0 and data["num_microbatches"] == 2
+    assert data["stages"][0]["stashed_microbatches"] == 2  # 1F1B: min(S - k, M)
+    assert "alpa.stage_plan" in out
+
+
+def test_auto_plan_uses_every_device(tmp_path: Path) -> None:
+    report = tmp_path / "plan.json"
+    pipeline(exported("gpt"), f"alpa-pipeshard{{{CLUSTER} layers=2 num-microbatches=4 report={report}}}")
+    data = json.loads(report.read_text())
+    used = sum(h * d for h, d in (s["submesh"] for s in data["stages"]))
+    assert used == 8
+    assert data["cost_model"]["layer_solves"] > 0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ("stages=uniform num-stages=3", "num-stages=3 is more than the 2 layers"),
+        ("stages=uniform num-stages=2 devices=1x3", "does not divide the 3 devices"),
+        ("memory-limit=1000", "no"),
+        ("stages=manual layer-ranges=0-0,1-1 stage-submeshes=1x4,1x2 stage-logical-shapes=1x4,1x2",
+         "use 6 devices"),
+    ],
+)
+def test_errors(options: str, message: str) -> None:
+    text = exported("mlp")
+    with pytest.raises(PassFailure, match=message):
+        pipeline(text, f"alpa-pipeshard{{{CLUSTER} layers=2 num-microbatches=2 {options}}}")
+
+
+def test_stage_construction_needs_layers() -> None:
+    with pytest.raises(PassFailure, match="run alpa-layer-construction first"):
+        pipeline(exported("mlp"), f"alpa-stage-construction{{{CLUSTER}}}")
+
+
+def test_deterministic() -> None:
+    passes = f"alpa-pipeshard{{{CLUSTER} layers=2 num-microbatches=2}}"
+    assert pipeline(exported("gpt"), passes) == pipeline(exported("gpt"), passes)
+
+
+def test_stages_are_sharded_on_their_meshes() -> None:
+    out = pipeline(
+        exported("gpt"),
+        f"alpa-layer-construction{{layers=2}},alpa-stage-construction{{{CLUSTER} num-microbatches=2 "
+        "stages=manual layer-ranges=0-0,1-1 stage-submeshes=1x4,1x4 stage-logical-shapes=2x2,1x4}",
+    )
+    module = parse_module(out, make_context())
+    funcs = mpmd.program_functions(module)
+    for fn in funcs.values():
+        for op in mpmd.top_level_ops(fn):
+            if op.name != mpmd.FRAGMENT:
+                continue
+            mesh = mpmd.fragment_mesh(op)
+            for v in [*op.operands, *op.results]:
+                name, _, sharding = mpmd.mesh_tensor_parts(v.type)
+                assert name == mesh and sharding is not None and sharding.startswith(f"<@{mesh},")
+    assert 'sdy.sharding_constraint' in out and "<@stage0, [{" in out and "<@stage1, [{" in out
+    # a donated parameter comes back in its own layout
+    main = funcs["main"]
+    block = main.regions[0].blocks[0]
+    returned = list(list(block.operations)[-1].operation.operands)
+    from alpa_mlir.passes.pipeshard.step_analysis import donated_args
+
+    for arg, result in donated_args(main).items():
+        assert str(block.arguments[arg].type) == str(returned[result].type)
+    report = compare_outputs(run_sequential(out, "gpt"), original_outputs("gpt"), Tolerance())
+    assert report.passed, report.summary_line()
+
+
+def test_unsharded_stages_option() -> None:
+    out = pipeline(exported("mlp"), f"alpa-pipeshard{{{CLUSTER} layers=2 shard-stages=false}}")
+    assert "sharding_constraint" not in out and "sharding=<" not in out
