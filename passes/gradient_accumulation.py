@@ -39,7 +39,10 @@ class GradientAccumulationPass(Pass):
     mix examples otherwise (batch statistics, sorting or slicing over the batch) are
     reported at their location; batch statistics are accepted with
     allow-per-microbatch-statistics=true (each microbatch then normalizes with its own).
-    A `stablehlo.custom_call @alpa.grad_marker` is not supported yet and is reported.
+    A `stablehlo.custom_call @alpa.grad_marker(%g...)` (an identity) declares its
+    operands to be the gradient sums: they, and what they are computed from, run per
+    microbatch and are accumulated, whatever reads the marker runs once; the markers are
+    removed.
     """
 
     NAME: ClassVar[str] = "alpa-gradient-accumulation"
@@ -56,7 +59,7 @@ class GradientAccumulationPass(Pass):
 
     def run(self, module: ir.Module, ctx: PassContext) -> None:
         main = inlined_main(module, ctx, self.NAME)
-        graph = FunctionGraph(main)
+        graph = FunctionGraph(remove_grad_markers(main))
         split = microbatch_split(graph, main, ctx, self.NAME, self.num_microbatches,
                                  self.batch_args, self.allow_per_microbatch_statistics)
         apply_split(module, main, graph, split, ctx)
@@ -68,16 +71,15 @@ def microbatch_split(graph: FunctionGraph, main: ir.Operation, ctx: PassContext,
     """The analysis, with the pass's checks and diagnostics."""
     if num_microbatches < 1:
         ctx.fail(f"{pass_name}: num-microbatches must be >= 1, got {num_microbatches}", main.location)
-    for node in graph.ops:
-        if node.name == "stablehlo.custom_call" and GRAD_MARKER in str(node.attr("call_target_name")):
-            ctx.fail(f"{pass_name}: @{GRAD_MARKER} markers are not supported yet", node.location)
     for i in batch_args:
         if not 0 <= i < len(graph.args):
             ctx.fail(f"batch-args names argument {i}, but @main has {len(graph.args)} arguments",
                      main.location)
     batch = batch_args or tuple(sorted(set(range(len(graph.args))) - set(donated_args(main))))
+    marked = _marked(main)
     try:
-        split = analyze_microbatches(graph, batch, num_microbatches, allow_statistics=allow_statistics)
+        split = analyze_microbatches(graph, batch, num_microbatches, allow_statistics=allow_statistics,
+                                     marked=marked)
     except MicrobatchError as e:
         ctx.fail(f"{pass_name}: {e}", e.location or main.location)
     if split.statistics and num_microbatches > 1:
@@ -86,6 +88,44 @@ def microbatch_split(graph: FunctionGraph, main: ir.Operation, ctx: PassContext,
             "(allow-per-microbatch-statistics=true): results differ from the full-batch step",
             graph.ops[split.statistics[0]].location)
     return split
+
+
+MARKED_ATTR = "alpa.grad_marked"
+
+
+def remove_grad_markers(main: ir.Operation) -> ir.Operation:
+    """Replace each `custom_call @alpa.grad_marker` by its operands, remembering them:
+    the producing op gets `alpa.grad_marked = [result numbers]` (an argument passed
+    straight to a marker is batch-free and needs no mark)."""
+    block = main.regions[0].blocks[0]
+    for op in list(block.operations):
+        operation = op.operation
+        attrs = operation.attributes
+        if operation.name != "stablehlo.custom_call" or "call_target_name" not in attrs:
+            continue
+        if ir.StringAttr(attrs["call_target_name"]).value != GRAD_MARKER:
+            continue
+        for operand, result in zip(operation.operands, operation.results, strict=True):
+            owner = operand.owner
+            if not isinstance(owner, ir.Block):
+                producer = owner.operation
+                marks = list(ir.DenseI64ArrayAttr(producer.attributes[MARKED_ATTR])) \
+                    if MARKED_ATTR in producer.attributes else []
+                number = list(producer.results).index(operand)
+                producer.attributes[MARKED_ATTR] = ir.DenseI64ArrayAttr.get(sorted({*marks, number}))
+            result.replace_all_uses_with(operand)
+        operation.erase()
+    return main
+
+
+def _marked(main: ir.Operation) -> list[ir.Value]:
+    found: list[ir.Value] = []
+    for op in main.regions[0].blocks[0].operations:
+        operation = op.operation
+        if MARKED_ATTR in operation.attributes:
+            found.extend(operation.results[k] for k in ir.DenseI64ArrayAttr(operation.attributes[MARKED_ATTR]))
+            del operation.attributes[MARKED_ATTR]
+    return found
 
 
 def apply_split(module: ir.Module, main: ir.Operation, graph: FunctionGraph,

@@ -17,7 +17,7 @@ from alpa_mlir.dialect_utils import sharding as S
 from alpa_mlir.dialect_utils.graph import FunctionGraph
 from alpa_mlir.dialect_utils.sharding import strip_shardings
 
-from .gradient_accumulation import apply_split, microbatch_split
+from .gradient_accumulation import apply_split, microbatch_split, remove_grad_markers
 from .inline_calls import inlined_main
 from .layer_construction import LAYER_ATTR, NUM_LAYERS_ATTR
 from .pass_base import Pass, PassContext
@@ -115,7 +115,7 @@ class StageConstructionPass(Pass):
                      main.location)
         num_layers = int(ir.IntegerAttr(main.attributes[NUM_LAYERS_ATTR]).value)
         strip_shardings(module)
-        graph = FunctionGraph(main)
+        graph = FunctionGraph(remove_grad_markers(main))
         state = _state_bytes(graph, main)
         split = microbatch_split(graph, main, ctx, self.NAME, self.num_microbatches,
                                  self.batch_args, self.allow_per_microbatch_statistics)
@@ -134,7 +134,7 @@ class StageConstructionPass(Pass):
             ctx.fail(str(e), e.location)
         sharded = None
         if self.shard_stages:
-            logical = {mesh_name(k): costs.mesh(tuple(s.logical_shape)) for k, s in enumerate(plan.stages)}
+            logical = {mesh_name(k): costs.mesh(s.logical_shape) for k, s in enumerate(plan.stages)}
             sharded = shard_stages(module, logical, spec.peak_flops, self.time_limit)
         data = self._report(spec, plan, costs, memory, summary.fragments, summary.transfers,
                             dp_seconds, time.perf_counter() - started)
@@ -239,12 +239,16 @@ class StageConstructionPass(Pass):
         stages = []
         for k, s in enumerate(plan.stages):
             c = costs.stage(s.layer_start, s.layer_end, s.submesh, s.logical_shape)
+            compute = costs.compute(s.layer_start, s.layer_end, s.logical_shape)
             stash = m if self.schedule is Schedule.GPIPE else stashed_microbatches(plan.num_stages - k, m)
             stages.append({
                 "stage": k, "layers": [s.layer_start, s.layer_end],
                 "submesh": [s.submesh.hosts, s.submesh.devices],
                 "logical_shape": list(s.logical_shape),
-                "latency_s": c.latency, "param_bytes": c.param_bytes,
+                "latency_s": c.latency,
+                "compute_s": compute,
+                "communication_s": max(c.latency - compute, 0.0),
+                "param_bytes": c.param_bytes,
                 "activation_bytes": c.activation_bytes, "temp_bytes": c.temp_bytes,
                 "peak_bytes": c.memory_bytes(stash), "stashed_microbatches": stash,
             })

@@ -113,8 +113,12 @@ def analyze_microbatches(
     num_microbatches: int,
     *,
     allow_statistics: bool = False,
+    marked: Iterable[ir.Value] = (),
 ) -> MicrobatchSplit:
-    """Split `graph` (module docstring). Raises MicrobatchError."""
+    """Split `graph` (module docstring). `marked`: values declared to be the gradient
+    sums (a `@alpa.grad_marker`'s operands): they and everything they are computed from
+    run per microbatch and are accumulated, whatever reads them runs once. Raises
+    MicrobatchError."""
     if num_microbatches < 1:
         raise MicrobatchError(f"num-microbatches must be >= 1, got {num_microbatches}")
     args = sorted(set(batch_args))
@@ -153,6 +157,16 @@ def analyze_microbatches(
         if any(u in main for u in users[i]) or _returned(graph, i):
             main.add(i)
     micro = (core | feed) - {i for i in main if i not in after_end}
+    forced = {graph.node(v) for v in marked}
+    for v in forced:
+        if v.value in dims:
+            raise MicrobatchError(
+                f"a value marked as a gradient (tensor<{_type_text(v)}>) still carries the batch",
+                graph.producer(v))
+    marked_ops = _ancestors(inputs, [v.producer for v in forced if v.producer is not None])
+    pulled = {i for i in marked_ops if i in main and i in after_end and i not in feed}
+    micro |= pulled
+    main -= pulled
     micro_values = {r.value for i in micro for r in graph.ops[i].results}
     seen: set[ir.Value] = set()
     used: list[ValueNode] = []
@@ -169,7 +183,7 @@ def analyze_microbatches(
         for r in graph.ops[i].results:
             read_outside = any(u in main for u, _ in _value_users(graph, r)) or graph.result_positions(r)
             if read_outside:
-                if i not in ends:
+                if i not in ends and r not in forced:
                     raise MicrobatchError(
                         f"'{graph.ops[i].name}' is per-microbatch work whose result the apply "
                         "part reads directly (not through a sum over the batch)", graph.ops[i])

@@ -44,10 +44,15 @@ AXES = ("x", "y")
 
 @dataclass(frozen=True)
 class LayerCost:
-    latency: float
+    latency: float  # compute + communication, seconds per microbatch
+    compute: float  # the compute part: FLOPs / peak, over the devices the plan splits over
     param_bytes: float
     activation_bytes: float
     temp_bytes: float
+
+    @property
+    def communication(self) -> float:
+        return max(self.latency - self.compute, 0.0)
 
 
 @dataclass
@@ -99,6 +104,10 @@ class LayerCostModel:
         self._layer_cost[(layer, shape)] = cost
         del module
         return cost
+
+    def compute(self, first: int, last: int, shape: tuple[int, int]) -> float:
+        """The compute part of t(first..last) on `shape`."""
+        return sum(self.layer(k, shape).compute for k in range(first, last + 1))
 
     def stage(self, first: int, last: int, submesh: SubmeshShape, shape: tuple[int, int]) -> StageCost:
         costs = [self.layer(k, shape) for k in range(first, last + 1)]
@@ -175,7 +184,11 @@ class LayerCostModel:
                 if any(_phase_of_user(graph, u.index, self._layers[layer], self.micro) != "forward"
                        for u, _ in graph.users(r)) or graph.result_positions(r):
                     activations += r.info.nbytes / shard_count(sg.output_spec(r, choices), mesh)
-        return LayerCost(solution.objective, params, activations, problem.peak_bytes(sg, choices))
+        compute = sum(
+            ctx.compute_cost(node.op, node.strategies[choices[node.index]].outputs)
+            for node in sg.nodes if node.op is not None
+        )
+        return LayerCost(solution.objective, compute, params, activations, problem.peak_bytes(sg, choices))
 
 
 def _phase(graph: FunctionGraph, op: int) -> str:

@@ -143,3 +143,33 @@ def test_microbatch_error_carries_the_op() -> None:
 def test_output_is_deterministic() -> None:
     text = exported("gpt")
     assert accumulate(text, "num-microbatches=2") == accumulate(text, "num-microbatches=2")
+
+
+def test_grad_marker_sets_the_boundary() -> None:
+    marked = STEP.replace(
+        "%w2 = stablehlo.subtract %w, %u : tensor<4x2xf32>",
+        "%um = stablehlo.custom_call @alpa.grad_marker(%u) : (tensor<4x2xf32>) -> tensor<4x2xf32>\n"
+        "  %w2 = stablehlo.subtract %w, %um : tensor<4x2xf32>",
+    )
+    out = accumulate(marked, "num-microbatches=4")
+    assert "alpa.grad_marker" not in out and "alpa.grad_marked" not in out
+    module = parse_module(out, make_context())
+    micro = FunctionGraph(functions(module)["microbatch"])
+    # the learning-rate scaling, an apply op without the marker, now runs per microbatch
+    assert any(n.name == "stablehlo.multiply" and n.results[0].info.shape == (4, 2) for n in micro.ops)
+    rng = np.random.default_rng(1)
+    inputs = [rng.standard_normal(s).astype(np.float32) for s in ((4, 2), (8, 4), (8, 2))]
+    assert compare_outputs(run(out, inputs), run(STEP, inputs), Tolerance()).passed
+    unmarked = parse_module(accumulate(STEP, "num-microbatches=4"), make_context())
+    plain_micro = FunctionGraph(functions(unmarked)["microbatch"])
+    assert not any(n.name == "stablehlo.multiply" and n.results[0].info.shape == (4, 2) for n in plain_micro.ops)
+
+
+def test_grad_marker_on_a_per_example_value_is_refused() -> None:
+    marked = STEP.replace(
+        "%dd = stablehlo.multiply %d, %c : tensor<8x2xf32>",
+        "%dm = stablehlo.custom_call @alpa.grad_marker(%d) : (tensor<8x2xf32>) -> tensor<8x2xf32>\n"
+        "  %dd = stablehlo.multiply %dm, %c : tensor<8x2xf32>",
+    )
+    with pytest.raises(PassFailure, match=r"marked as a gradient .* still carries the batch"):
+        accumulate(marked, "num-microbatches=2")
