@@ -9,7 +9,7 @@ OUT := out
 export XLA_FLAGS := --xla_force_host_platform_device_count=8
 export JAX_PLATFORMS := cpu
 
-.PHONY: all demo test lint typecheck lit unit setup clean
+.PHONY: all demo test test-all lint typecheck lit unit unit-all setup clean
 
 all: test
 
@@ -32,6 +32,13 @@ demo: $(STAMP)
 	    -o $(OUT)/gpt_tiny.planned.mlir
 	@echo "== run: alpa-run on 8 CPU devices, checked against a single-device run"
 	$(BIN)/alpa-run $(OUT)/gpt_tiny.planned.mlir --devices 8 --inputs $(OUT)/gpt_tiny.inputs.npz --collectives --reference
+	@echo "== pipeline: alpa-pipeshard slices the step into stages on submeshes of a 2x4 cluster (Alpa's DP), 4 microbatches"
+	$(BIN)/alpa-opt $(OUT)/gpt_tiny.mlir \
+	    --pass-pipeline='builtin.module(alpa-pipeshard{devices=2x4 num-microbatches=4 report=$(OUT)/gpt_tiny.pipeline.json})' \
+	    -o $(OUT)/gpt_tiny.pipeline.mlir
+	@$(BIN)/python -c "import json; d = json.load(open('$(OUT)/gpt_tiny.pipeline.json')); [print(f\"stage {s['stage']}: layers {s['layers'][0]}..{s['layers'][1]} on submesh {s['submesh'][0]}x{s['submesh'][1]} as {s['logical_shape'][0]}x{s['logical_shape'][1]}\") for s in d['stages']]"
+	@echo "== run: the pipeline runtime (1F1B, every stage on its own CPU devices), checked against one device"
+	$(BIN)/alpa-run $(OUT)/gpt_tiny.pipeline.mlir --inputs $(OUT)/gpt_tiny.inputs.npz --steps 2 --reference
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -40,13 +47,23 @@ lint: $(STAMP)
 lit: $(STAMP)
 	$(BIN)/lit -sv test/lit
 
+# The exhaustive grids (every zoo model x schedule x microbatch count x plan) run with
+# `make test-all`; `make test` keeps a representative set of each.
 unit: $(STAMP)
+	$(BIN)/pytest -q -m "not exhaustive" test/unit
+
+unit-all: $(STAMP)
 	$(BIN)/pytest -q test/unit
 
 test: $(STAMP)
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory lit
 	$(MAKE) --no-print-directory unit
+
+test-all: $(STAMP)
+	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory lit
+	$(MAKE) --no-print-directory unit-all
 
 clean:
 	rm -rf $(OUT) test/lit/Output .pytest_cache .mypy_cache .ruff_cache

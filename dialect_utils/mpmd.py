@@ -413,10 +413,13 @@ def _enclosing_module(op: ir.Operation) -> ir.Operation | None:
     return None if parent is None else parent.operation
 
 
-def fragment_module(fragment: ir.Operation) -> ir.Module:
+def fragment_module(fragment: ir.Operation, keep_shardings: bool = False) -> ir.Module:
     """A NEW plain module whose `@main` is the fragment's body: arguments of the body's
-    block types, results of its `mpmd.return`; sharding constraints dropped; private
-    functions the body calls copied along. XLA compiles it for one device."""
+    block types, results of its `mpmd.return`; private functions the body calls copied
+    along. Without `keep_shardings`: sharding constraints dropped, XLA compiles it for
+    one device. With it: an SPMD module for the fragment's mesh -- `sdy.mesh` of that
+    name with the topology's axes, the `mesh_tensor` shardings of its operands and
+    results on @main's arguments and results, the constraints inside kept."""
     fragment = fragment.operation
     _check_fragment_body(fragment)
     body = fragment.regions[0].blocks[0]
@@ -442,5 +445,31 @@ def fragment_module(fragment: ir.Operation) -> ir.Module:
             }
             for name in _referenced_functions(main.operation, helpers):
                 helpers[name].clone(ip=ir.InsertionPoint(new.body))
-    sharding.strip_shardings(new)
+    if not keep_shardings:
+        sharding.strip_shardings(new)
+        return _verified(new)
+    _declare_fragment_mesh(new, main.operation, fragment)
     return _verified(new)
+
+
+def _declare_fragment_mesh(module: ir.Module, main: ir.Operation, fragment: ir.Operation) -> None:
+    """`sdy.mesh @<fragment mesh>` and @main's argument/result shardings (SPMD form)."""
+    mesh_name = fragment_mesh(fragment)
+    parent = fragment.parent
+    func_op = parent.operation if parent is not None else None
+    if func_op is None or not has_topology(func_op):
+        raise _error(fragment, "the fragment's function has no topology")
+    meshes = topology(func_op)
+    if mesh_name not in meshes:
+        raise _error(fragment, f"mesh '{mesh_name}' is not in the topology ({', '.join(meshes)})")
+    sharding.set_mesh(module, mesh_name, meshes[mesh_name])
+
+    def declared(types: Sequence[ir.Type]) -> dict[int, sharding.Sharding | None]:
+        found: dict[int, sharding.Sharding | None] = {}
+        for i, t in enumerate(types):
+            text = mesh_tensor_parts(t)[2] if is_mesh_tensor(t) else None
+            found[i] = None if text is None else sharding.parse_sharding(text)
+        return found
+
+    sharding.set_arg_shardings(main, declared([v.type for v in fragment.operands]))
+    sharding.set_result_shardings(main, declared([r.type for r in fragment.results]))

@@ -8,13 +8,19 @@
 - `reference`:     the unpartitioned reference run and the output comparison.
 - `mpmd_reference`: MPMD modules run fragment by fragment in program order on one device
                    (`SequentialExecutor`), and flattened into one reference program.
+- `pipeline`:      the pipeline runtime: an MPMD program's stages on their submeshes under a
+                   schedule (`PipelineExecutable`); `docs/runtime.md`.
+- `schedules`:     GPipe / 1F1B / forward-only clock tables and their invariants.
+- `fragments`:     a fragment compiled as an SPMD program for its stage's devices, cached.
+- `transfers`:     moving values between meshes (device_put, Alpa's local all-gather).
+- `trace`:         Chrome trace JSON and Gantt charts of a pipeline step.
 - `collectives`:   collectives right after SPMD partitioning, per kind, with bytes.
 - `xla_stats`:     XLA's cost analysis and memory statistics.
 - `inputs`:        random inputs and npz files.
 - `errors`:        the runtime's exception types.
 
 Importing this package has no side effects: devices are configured only by
-`devices.ensure_local_devices`. The pipeline (MPMD) runtime will live beside `spmd`.
+`devices.ensure_local_devices`.
 """
 
 from __future__ import annotations

@@ -274,7 +274,7 @@ def compile_program(
     settings = settings or CompileSettings()
     kind = module_kind(module)
     if kind is ModuleKind.MPMD:
-        raise UnsupportedModuleError("MPMD modules are not supported yet")
+        raise UnsupportedModuleError("an MPMD module is not one SPMD program: run it with runtime.pipeline or runtime.mpmd_reference")
     signature = read_signature(module)
     mesh = program_mesh(module, devices)
     text = _compile_text(module)

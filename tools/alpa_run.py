@@ -9,9 +9,12 @@ signature; outputs go to an npz (`out0`, ...). `--reference` also runs the modul
 unpartitioned on one device and compares every output (exit 1 on a mismatch).
 On CPU, N fake devices are created (default N: the module's mesh size).
 
-MPMD modules (Shardy `mpmd` dialect, `docs/mpmd-format.md`) run on the sequential
-reference executor: every fragment in program order on one device, microbatch calls
-interpreted. Their `--reference` is the program flattened into one XLA program.
+MPMD modules (Shardy `mpmd` dialect, `docs/mpmd-format.md`) run on the pipeline runtime
+(`--executor pipeline`, the default: every stage on its own submesh, `--schedule
+gpipe|1f1b`, `--steps N` training steps with the parameters kept on their meshes,
+`--trace FILE.json` / `--gantt FILE.png` of the last step) or on the sequential reference
+executor (`--executor sequential`: every fragment in program order on one device).
+Their `--reference` is the program flattened into one XLA program on one device.
 
 Errors: `FILE:line:col: error: ...` for problems in the module, `alpa-run: error: ...`
 for the rest; exit status 1, no traceback (`--debug` shows one).
@@ -24,7 +27,7 @@ import os
 import sys
 from collections import Counter
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 from jax.extend.mlir import ir
@@ -43,12 +46,14 @@ from alpa_mlir.runtime.mpmd_reference import (
     SequentialExecutor,
     compile_flat_reference,
 )
+from alpa_mlir.runtime.pipeline import PipelineExecutable, read_program
 from alpa_mlir.runtime.reference import (
     ReferenceReport,
     Tolerance,
     compare_outputs,
     compile_reference,
 )
+from alpa_mlir.runtime.schedules import ScheduleKind
 from alpa_mlir.runtime.signature import Signature, format_tensor
 from alpa_mlir.runtime.spmd import (
     CompileSettings,
@@ -57,6 +62,8 @@ from alpa_mlir.runtime.spmd import (
     compile_program,
     required_devices,
 )
+from alpa_mlir.runtime.trace import gantt, write_chrome_trace
+from alpa_mlir.runtime.transfers import TransferKind
 
 PROG = "alpa-run"
 STDIN_NAME = "<stdin>"
@@ -85,6 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--atol", type=float, default=None, help="absolute tolerance of float outputs (default per dtype; f32: 1e-5)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="list every argument and output (default: a summary for large modules)")
+    p.add_argument("--executor", choices=("pipeline", "sequential"), default="pipeline",
+                   help="MPMD modules: the pipeline runtime (stages on their submeshes, default) "
+                        "or the sequential reference executor (one device)")
+    p.add_argument("--schedule", choices=[k.value for k in ScheduleKind], default="1f1b",
+                   help="MPMD pipeline schedule (default 1f1b)")
+    p.add_argument("--transfer", choices=[k.value for k in TransferKind], default=TransferKind.LOCAL_ALL_GATHER.value,
+                   help="how values move between meshes (default local-all-gather)")
+    p.add_argument("--steps", type=int, default=1,
+                   help="MPMD pipeline: training steps, each step's updated parameters and "
+                        "optimizer state (aliased outputs) fed to the next (default 1)")
+    p.add_argument("--trace", default=None, help="MPMD pipeline: Chrome trace JSON of the last step")
+    p.add_argument("--gantt", default=None, help="MPMD pipeline: Gantt chart (PNG) of the last step")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks")
     return p
 
@@ -277,13 +296,85 @@ def run_mpmd(args: argparse.Namespace, loaded: LoadedModule, out: TextIO) -> int
     return _check_reference(args, timed, reference, inputs, out)
 
 
+def _pipeline_flags_only_for_mpmd(args: argparse.Namespace) -> None:
+    for flag, default in (("steps", 1), ("trace", None), ("gantt", None)):
+        if getattr(args, flag) != default:
+            raise UsageError(f"--{flag} applies to MPMD modules run by the pipeline executor")
+
+
+def run_pipeline(args: argparse.Namespace, loaded: LoadedModule, out: TextIO) -> int:
+    """MPMD modules on the pipeline runtime: every stage on its submesh, a schedule."""
+    for flag in ("collectives", "stats"):
+        if getattr(args, flag):
+            raise UsageError(f"--{flag} applies to plain and SPMD modules; {loaded.name} is an MPMD module")
+    _check_repeat(args)
+    if args.steps < 1:
+        raise UsageError(f"--steps must be at least 1, got {args.steps}")
+    if args.steps > 1 and args.repeat > 1:
+        raise UsageError("--steps and --repeat do not combine: --steps feeds each step's outputs to the next")
+    program = read_program(loaded.module)
+    needed = sum(m.size for m in program.meshes)
+    if args.devices is not None and args.devices < needed:
+        raise UsageError(f"--devices {args.devices}: the program's stage meshes need {needed} devices")
+    devices = ensure_local_devices(args.devices or needed)
+    exe = PipelineExecutable(loaded.module, devices, schedule=args.schedule, transfer=args.transfer,
+                             trace=bool(args.trace or args.gantt))
+    print(f"module: {loaded.name} (mpmd)", file=out)
+    for p, mesh in zip(exe.placements, program.meshes, strict=True):
+        axes = " ".join(f"{a.name}={a.size}" for a in mesh.axes) or "(no axes)"
+        ids = ",".join(str(d.id) for d in p.devices)
+        print(f"topology: {p.mesh_name} {axes} on devices [{ids}]", file=out)
+    print(f"executor: pipeline ({exe.schedule.value}, {program.num_stages} stages, "
+          f"{program.num_microbatches} microbatches, {len(exe.instructions)} instructions)", file=out)
+    print(f"fragments: {len(program.fragments)} ({exe.cache.stats.compiled} compiled), "
+          f"compile: {_ms(exe.compile_seconds)}", file=out)
+    inputs = _inputs(args, exe.signature)
+    aliases = {a.index: a.aliased_output for a in exe.signature.args if a.aliased_output is not None}
+    state: list[Any] = list(inputs)
+    seconds: list[float] = []
+    outputs: list[Any] = []
+    for k in range(max(args.steps, args.repeat)):
+        outputs = exe.step(state if args.steps > 1 else inputs)
+        seconds.append(exe.last.seconds)
+        if args.steps > 1:
+            print(f"step {k + 1}: {_ms(exe.last.seconds)}", file=out)
+            state = [outputs[aliases[i]] if i in aliases else state[i] for i in range(len(state))]
+    timed = TimedRun(tuple(np.asarray(x) for x in outputs), tuple(seconds))
+    print_run(timed, out)
+    moved = exe.transfer.stats
+    print(f"per step: {exe.last.runs} fragment runs, {exe.last.moves} transfers "
+          f"({moved.bytes_crossed} bytes across meshes, {exe.transfer.kind.value})", file=out)
+    _save_outputs(args, timed, out)
+    if args.trace:
+        write_chrome_trace(exe.last.events, program.mesh_names, args.trace)
+        print(f"trace: {args.trace}", file=out)
+    if args.gantt:
+        gantt(exe.last.events, program.mesh_names, args.gantt,
+              title=f"{loaded.name}: {exe.schedule.value}, {program.num_microbatches} microbatches")
+        print(f"gantt: {args.gantt}", file=out)
+    if not args.reference:
+        return 0
+    reference = compile_flat_reference(loaded.module, devices[0])
+    print(f"reference: flattened module on one device, {args.steps} step(s)", file=out)
+    ref_state = [np.asarray(x) for x in inputs]
+    expected: list[np.ndarray] = []
+    for _ in range(args.steps):
+        expected = reference.run(ref_state)
+        ref_state = [expected[aliases[i]] if i in aliases else ref_state[i] for i in range(len(ref_state))]
+    report = compare_outputs(list(timed.outputs), expected, Tolerance(args.rtol, args.atol))
+    print_report(report, out, args.verbose)
+    return 0 if report.passed else 1
+
+
 def run(args: argparse.Namespace, out: TextIO) -> int:
     loaded = read_module(args.module, context.make_context())
     # Dispatch on the module kind.
     if module_kind(loaded.module) is ModuleKind.MPMD:
-        # The sequential reference executor; the pipeline runtime (one executable per
-        # fragment and submesh, a GPipe / 1F1B schedule) will sit beside it.
+        if args.executor == "pipeline":
+            return run_pipeline(args, loaded, out)
+        _pipeline_flags_only_for_mpmd(args)
         return run_mpmd(args, loaded, out)
+    _pipeline_flags_only_for_mpmd(args)
     return run_spmd(args, loaded, out)  # PLAIN, SPMD and GSPMD
 
 

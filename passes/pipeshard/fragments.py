@@ -199,7 +199,7 @@ class _Writer:
                 if item.call is not None:
                     self._emit_call(graph, item, ip, home, producer_stage)
                 else:
-                    self._emit_fragment(graph, item, items, ip, home, producer_stage)
+                    self._emit_fragment(graph, item, ip, home, producer_stage)
             returned = [self._on(v.value, s, ip, home, producer_stage) for v, s in zip(graph.returned, result_stages, strict=True)]
             func.ReturnOp(returned, ip=ip)
         if not is_main:
@@ -268,7 +268,7 @@ class _Writer:
             home[(r.value, s)] = new
             producer_stage[r.value] = s
 
-    def _emit_fragment(self, graph: FunctionGraph, item: _Item, items: Sequence[_Item], ip: ir.InsertionPoint,
+    def _emit_fragment(self, graph: FunctionGraph, item: _Item, ip: ir.InsertionPoint,
                        home: dict[tuple[ir.Value, int], ir.Value], producer_stage: dict[ir.Value, int]) -> None:
         inside = {r.value for node in item.ops for r in node.results}
         inputs: list[ir.Value] = []
@@ -301,7 +301,6 @@ class _Writer:
             home[(r.value, item.stage)] = new
             producer_stage[r.value] = item.stage
         self.counts[item.kind] = self.counts.get(item.kind, 0) + 1
-        del items
 
 
 def _group(graph: FunctionGraph, nodes: Sequence[OpNode],

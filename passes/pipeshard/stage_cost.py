@@ -90,7 +90,7 @@ class LayerCostModel:
         found = self._layer_cost.get((layer, shape))
         if found is not None:
             return found
-        module, fn, outside = self._outline(layer)
+        _, fn, outside = self._outline(layer)
         key = (self._keys[layer], shape)
         cost = self._by_key.get(key)
         if cost is None:
@@ -102,7 +102,6 @@ class LayerCostModel:
         else:
             self.stats.cache_hits += 1
         self._layer_cost[(layer, shape)] = cost
-        del module
         return cost
 
     def compute(self, first: int, last: int, shape: tuple[int, int]) -> float:
@@ -181,7 +180,7 @@ class LayerCostModel:
             if phase != "forward":
                 continue
             for r in node.results:
-                if any(_phase_of_user(graph, u.index, self._layers[layer], self.micro) != "forward"
+                if any(_phase(self.micro, self._layers[layer][u.index]) != "forward"
                        for u, _ in graph.users(r)) or graph.result_positions(r):
                     activations += r.info.nbytes / shard_count(sg.output_spec(r, choices), mesh)
         compute = sum(
@@ -194,11 +193,6 @@ class LayerCostModel:
 def _phase(graph: FunctionGraph, op: int) -> str:
     attrs = graph.ops[op].op.attributes
     return str(ir.StringAttr(attrs["alpa.phase"]).value) if "alpa.phase" in attrs else "backward"
-
-
-def _phase_of_user(graph: FunctionGraph, index: int, ops: Sequence[int], micro: FunctionGraph) -> str:
-    del graph
-    return _phase(micro, ops[index])
 
 
 def _layer_ops(graph: FunctionGraph, num_layers: int) -> list[list[int]]:

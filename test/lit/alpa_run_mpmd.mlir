@@ -2,8 +2,9 @@
 // a 2-stage, 2-microbatch training step of a 2-layer linear model (squared-error loss,
 // SGD). The sequential reference executor runs every fragment in program order on one
 // device; --reference compares it with the whole program flattened into one XLA program.
+// The pipeline runtime (the default executor) runs each stage on its own devices.
 
-// RUN: alpa-run %s --reference --repeat 2 | filecheck %s
+// RUN: alpa-run %s --executor sequential --reference --repeat 2 | filecheck %s
 // CHECK:      module: {{.*}}alpa_run_mpmd.mlir (mpmd)
 // CHECK-NEXT: topology: stage0 x=2
 // CHECK-NEXT: topology: stage1 x=2
@@ -22,6 +23,16 @@
 // CHECK-NEXT: out1: [8,4] float32 max_abs_err={{[-+.e0-9]+}} max_rel_err={{[-+.e0-9]+}} ok
 // CHECK-NEXT: out2: [] float32 max_abs_err={{[-+.e0-9]+}} max_rel_err={{[-+.e0-9]+}} ok
 // CHECK-NEXT: reference check: PASS (3 outputs match)
+
+// RUN: alpa-run %s --reference --steps 2 --schedule gpipe | filecheck %s --check-prefix=PIPE
+// PIPE:      module: {{.*}}alpa_run_mpmd.mlir (mpmd)
+// PIPE-NEXT: topology: stage0 x=2 on devices [0,1]
+// PIPE-NEXT: topology: stage1 x=2 on devices [2,3]
+// PIPE-NEXT: executor: pipeline (gpipe, 2 stages, 2 microbatches, {{[0-9]+}} instructions)
+// PIPE:      step 2:
+// PIPE:      per step: 12 fragment runs, {{[0-9]+}} transfers
+// PIPE:      reference: flattened module on one device, 2 step(s)
+// PIPE:      reference check: PASS (3 outputs match)
 
 // Outputs go to an npz as out0..out2.
 // RUN: alpa-run %s --seed 3 --outputs %t.out.npz | filecheck %s --check-prefix=OUTPUTS

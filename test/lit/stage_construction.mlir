@@ -10,8 +10,9 @@
 // RUN: alpa-opt %inputs/mlp_tiny.mlir --pass-pipeline='builtin.module(alpa-pipeshard{devices=2x4 layers=2 num-microbatches=4})' -o %t.a.mlir
 // RUN: alpa-opt %inputs/mlp_tiny.mlir --pass-pipeline='builtin.module(alpa-pipeshard{devices=2x4 layers=2 num-microbatches=4})' -o %t.b.mlir
 // RUN: diff %t.a.mlir %t.b.mlir
-// The sequential reference run equals the flattened program and the original step.
-// RUN: alpa-run %t.a.mlir --reference | filecheck %s --check-prefix=RUNS
+// The sequential reference run and the pipelined run equal the flattened program.
+// RUN: alpa-run %t.a.mlir --executor sequential --reference | filecheck %s --check-prefix=RUNS
+// RUN: alpa-run %t.a.mlir --reference | filecheck %s --check-prefix=PIPELINE
 
 // CHECK:       module @jit_train_step attributes {alpa.stage_plan = "{{.*}}\22mode\22: \22manual\22
 // CHECK-NEXT:  sdy.mesh @stage0 = <["x"=2, "y"=2]>
@@ -19,7 +20,9 @@
 // CHECK:       func.func private @microbatch({{.*}}) -> ({{.*}}) attributes {topology = #mpmd.topology<<"stage0" : <["x"=2, "y"=2]>>, <"stage1" : <["x"=1, "y"=4]>>>}
 // The forward pass runs from stage 0 to stage 1, the backward pass back.
 // CHECK:       %[[F0:.*]] = mpmd.fragment<mesh="stage0", origin=["layer0"], stage=0> ({{.*}}) {alpa.kind = "forward"}
-// CHECK:       %[[T:.*]] = mpmd.transfer %[[F0]] : (!mpmd.mesh_tensor<"stage0", tensor<4x32xf32>>) -> !mpmd.mesh_tensor<"stage1", tensor<4x32xf32>>
+// Each fragment is auto-sharded on its stage's mesh.
+// CHECK:       sdy.sharding_constraint {{.*}} <@stage0, [
+// CHECK:       %[[T:.*]] = mpmd.transfer %[[F0]] : (!mpmd.mesh_tensor<"stage0", tensor<4x32xf32>, sharding=<@stage0, {{.*}}>>) -> !mpmd.mesh_tensor<"stage1", tensor<4x32xf32>, sharding=<@stage1, {{.*}}>>
 // CHECK:       mpmd.fragment<mesh="stage1", origin=["layer1"], stage=1> ({{.*}}%[[T]]{{.*}}) {alpa.kind = "forward"}
 // CHECK:       mpmd.fragment<mesh="stage1", origin=["layer1"(1)], stage=1> ({{.*}}) {alpa.kind = "backward"}
 // CHECK:       mpmd.transfer
@@ -41,3 +44,5 @@
 // RUNS:        module: {{.*}} (mpmd)
 // RUNS:        executor: sequential (1 device)
 // RUNS:        reference check: PASS
+// PIPELINE:    executor: pipeline (1f1b, {{[0-9]}} stages, 4 microbatches
+// PIPELINE:    reference check: PASS

@@ -510,8 +510,8 @@ def test_alpa_run_on_an_mpmd_module(tmp_path: Path, capsys: pytest.CaptureFixtur
     inputs = random_inputs(SequentialExecutor(context.parse_module(TRAIN_STEP, context.make_context()),
                                               jax.devices()[0]).signature, seed=5)
     np.savez(tmp_path / "in.npz", **{f"arg{i}": x for i, x in enumerate(inputs)})
-    rc = alpa_run_main([str(path), "--inputs", str(tmp_path / "in.npz"), "--reference",
-                        "--outputs", str(tmp_path / "out.npz")])
+    rc = alpa_run_main([str(path), "--executor", "sequential", "--inputs", str(tmp_path / "in.npz"),
+                        "--reference", "--outputs", str(tmp_path / "out.npz")])
     out = capsys.readouterr().out
     assert rc == 0, out
     lines = out.splitlines()
@@ -519,6 +519,22 @@ def test_alpa_run_on_an_mpmd_module(tmp_path: Path, capsys: pytest.CaptureFixtur
                          "executor: sequential (1 device)"]
     assert "fragments: 9 (8 compiled), microbatch calls: 2" in lines
     assert lines[-1] == "reference check: PASS (3 outputs match)"
+    with np.load(tmp_path / "out.npz") as saved:
+        for i, want in enumerate(train_step_numpy(*inputs)):
+            np.testing.assert_allclose(saved[f"out{i}"], want, rtol=1e-5, atol=1e-6)
+
+
+def test_alpa_run_pipeline_on_an_mpmd_module(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "step.mlir"
+    path.write_text(TRAIN_STEP)
+    inputs = random_inputs(SequentialExecutor(context.parse_module(TRAIN_STEP, context.make_context()),
+                                              jax.devices()[0]).signature, seed=5)
+    np.savez(tmp_path / "in.npz", **{f"arg{i}": x for i, x in enumerate(inputs)})
+    rc = alpa_run_main([str(path), "--inputs", str(tmp_path / "in.npz"), "--schedule", "gpipe",
+                        "--outputs", str(tmp_path / "out.npz")])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "executor: pipeline (gpipe, 2 stages, 2 microbatches" in out
     with np.load(tmp_path / "out.npz") as saved:
         for i, want in enumerate(train_step_numpy(*inputs)):
             np.testing.assert_allclose(saved[f"out{i}"], want, rtol=1e-5, atol=1e-6)

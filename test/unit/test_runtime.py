@@ -204,8 +204,8 @@ def test_module_without_main_is_a_diagnostic(ctx: ir.Context, devs: tuple[jax.De
     assert err.value.diagnostics[0].loc is not None
 
 
-def test_mpmd_module_is_not_supported_yet(ctx: ir.Context, devs: tuple[jax.Device, ...]) -> None:
-    with pytest.raises(UnsupportedModuleError, match="MPMD modules are not supported yet"):
+def test_mpmd_module_is_not_one_spmd_program(ctx: ir.Context, devs: tuple[jax.Device, ...]) -> None:
+    with pytest.raises(UnsupportedModuleError, match="an MPMD module is not one SPMD program"):
         spmd.compile_program(parse(MPMD, ctx), devs)
 
 

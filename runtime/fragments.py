@@ -1,0 +1,55 @@
+"""Fragments of an MPMD program compiled for their stage's devices.
+
+Reads one `mpmd.fragment` op and the devices of its stage's submesh; writes nothing to
+the module. The fragment becomes an SPMD module (`dialect_utils.mpmd.fragment_module`
+with its shardings: `sdy.mesh` = the stage's mesh, argument/result shardings from the
+`mesh_tensor` types, the constraints inside) that `spmd.compile_program` compiles with
+XLA's Shardy partitioner for those devices.
+
+`FragmentCache` compiles each distinct (module text, devices) once: a fragment of the
+microbatch function runs once per microbatch and reuses its executable, and so do equal
+fragments (two identical stages). (A persistent cache across processes needs jax's
+private `compile_or_get_cached`; not used.)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import jax
+from jax.extend.mlir import ir
+
+from alpa_mlir.dialect_utils import context, mpmd
+
+from .spmd import Program, compile_program
+
+
+@dataclass
+class FragmentCacheStats:
+    compiled: int = 0
+    hits: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class FragmentCache:
+    """Compiled fragment programs by (SPMD text, device ids)."""
+
+    stats: FragmentCacheStats = field(default_factory=FragmentCacheStats)
+    _programs: dict[tuple[str, tuple[int, ...]], Program] = field(default_factory=dict)
+
+    def compile(self, fragment: ir.Operation, devices: Sequence[jax.Device]) -> Program:
+        module = mpmd.fragment_module(fragment, keep_shardings=True)
+        key = (context.print_module(module), tuple(d.id for d in devices))
+        found = self._programs.get(key)
+        if found is not None:
+            self.stats.hits += 1
+            return found
+        start = time.perf_counter()
+        program = compile_program(module, list(devices))
+        self.stats.seconds += time.perf_counter() - start
+        self.stats.compiled += 1
+        self._programs[key] = program
+        return program

@@ -1,0 +1,511 @@
+"""The pipeline runtime: an MPMD program run on stage submeshes under a schedule.
+
+Reads an MPMD module (`docs/mpmd-format.md`) and local devices; runs it. See
+`docs/runtime.md` for the picture. In short:
+
+1. `read_program`: the program unrolled over its microbatch calls into *instructions*
+   -- RUN a fragment (for microbatch m) or MOVE a value to another mesh (an
+   `mpmd.transfer`) -- each tagged with its schedule unit: "pre" (everything @main does
+   before the calls: microbatch slices, zero accumulators, the prologue), (forward,
+   stage, m), (backward, stage, m), (apply, stage) and "post" (whatever follows). A
+   transfer belongs to the unit of the value's producer (sent as soon as it exists).
+2. `place_stages`: each stage's submesh (from the plan in `alpa.stage_plan`: hosts x
+   devices per host, Alpa's allocation of whole hosts and power-of-two slices; else
+   consecutive devices) and its logical mesh (the topology's axes, row-major).
+3. `order`: the units in the order of a clock table (`schedules`): "pre", then clock by
+   clock, mesh by mesh, then "post". The order is checked against the data
+   dependencies, and each value's last use gives the static FREE points.
+4. `PipelineExecutable.step`: RUN = the fragment's compiled SPMD executable
+   (`fragments.FragmentCache`) launched on its inputs without waiting (jax dispatches
+   asynchronously, so meshes overlap where the hardware allows); MOVE = the
+   `transfers.Transfer` interface (`jax.device_put`, or Alpa's local all-gather);
+   values whose last use passed are deleted at once. Arguments may be arrays already on
+   their meshes (the previous step's outputs): parameters and optimizer state stay
+   resident between steps.
+
+Everything runs in one process (one controller). For multi-host execution the unit of
+ownership is the stage: `StagePlacement.devices` says which devices (and so which
+process) run it, and every cross-mesh movement goes through `Transfer`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import jax
+import numpy as np
+from jax.extend.mlir import ir
+from jax.sharding import Mesh as JaxMesh
+from jax.sharding import NamedSharding, PartitionSpec
+
+from alpa_mlir.dialect_utils import mpmd
+from alpa_mlir.dialect_utils import sharding as S
+
+from .errors import ExecutionError, InputMismatchError
+from .fragments import FragmentCache
+from .mpmd_reference import read_mpmd_signature
+from .schedules import ScheduleKind, clock_table
+from .signature import Signature
+from .spmd import Program
+from .transfers import Transfer, transfer_for
+
+Slot = tuple[int, int]  # (value id, microbatch; -1 outside the microbatch function)
+PRE, POST = "pre", "post"
+PLAN_ATTR = "alpa.stage_plan"
+FORWARD, BACKWARD, APPLY = "forward", "backward", "apply"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A schedule unit: what one mesh runs in one clock."""
+
+    kind: str  # pre | forward | backward | apply | post
+    stage: int = -1
+    microbatch: int | None = None
+
+
+@dataclass(frozen=True)
+class Run:
+    fragment: int  # index into PipelineProgram.fragments
+    stage: int
+    inputs: tuple[Slot, ...]
+    outputs: tuple[Slot, ...]
+    unit: Unit
+
+
+@dataclass(frozen=True)
+class Move:
+    source: Slot
+    target: Slot
+    stage: int  # destination stage
+    sharding: str | None  # destination sharding body (`<@stage1, [...]>`), None = replicated
+    unit: Unit
+
+
+Instruction = Run | Move
+
+
+@dataclass(frozen=True)
+class PipelineProgram:
+    """An MPMD module unrolled over its microbatches (module docstring, step 1)."""
+
+    mesh_names: tuple[str, ...]  # stage k runs on mesh_names[k]
+    meshes: tuple[S.Mesh, ...]
+    fragments: tuple[ir.Operation, ...]
+    fragment_kinds: tuple[str, ...]
+    instructions: tuple[Instruction, ...]  # in program order
+    arg_slots: tuple[Slot, ...]
+    arg_stages: tuple[int, ...]
+    arg_shardings: tuple[str | None, ...]
+    result_slots: tuple[Slot, ...]
+    num_microbatches: int
+    signature: Signature
+    plan: dict[str, object] | None  # alpa.stage_plan, if the module has one
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.mesh_names)
+
+
+def read_program(module: ir.Module) -> PipelineProgram:
+    funcs = mpmd.program_functions(module)
+    main = funcs["main"]
+    meshes = mpmd.topology(main)
+    names = tuple(meshes)
+    stage_of = {n: k for k, n in enumerate(names)}
+    reader = _Reader(stage_of)
+    block = main.regions[0].blocks[0]
+    arg_slots = tuple(reader.slot(a, -1) for a in block.arguments)
+    calls = 0
+    after_calls = False
+    for op in mpmd.top_level_ops(main):
+        if op.name == mpmd.CALL:
+            callee = funcs[mpmd.callee_name(op)]
+            m = mpmd.call_counter(op)
+            reader.call(op, callee, calls if m is None else m)
+            calls += 1
+            after_calls = True
+        elif op.name == mpmd.FRAGMENT:
+            reader.fragment(op, -1, APPLY if after_calls else PRE)
+        elif op.name == mpmd.TRANSFER:
+            reader.transfer(op, -1)
+    terminator = list(block.operations)[-1].operation
+    signature, placements = read_mpmd_signature(main)
+    attrs = module.operation.attributes
+    plan = json.loads(str(ir.StringAttr(attrs[PLAN_ATTR]).value)) if PLAN_ATTR in attrs else None
+    return PipelineProgram(
+        mesh_names=names,
+        meshes=tuple(meshes.values()),
+        fragments=tuple(reader.fragments),
+        fragment_kinds=tuple(reader.kinds),
+        instructions=tuple(reader.instructions),
+        arg_slots=arg_slots,
+        arg_stages=tuple(stage_of.get(p.mesh or "", 0) for p in placements),
+        arg_shardings=tuple(_sharding_body(a.type) for a in block.arguments),
+        result_slots=tuple(reader.resolve(reader.slot(v, -1)) for v in terminator.operands),
+        num_microbatches=max(calls, 1),
+        signature=signature,
+        plan=plan,
+    )
+
+
+def _sharding_body(t: ir.Type) -> str | None:
+    return mpmd.mesh_tensor_parts(t)[2] if mpmd.is_mesh_tensor(t) else None
+
+
+class _Reader:
+    def __init__(self, stage_of: dict[str, int]) -> None:
+        self.stage_of = stage_of
+        self.ids: dict[ir.Value, int] = {}
+        self.alias: dict[Slot, Slot] = {}
+        self.producer_unit: dict[Slot, Unit] = {}
+        self.fragments: list[ir.Operation] = []
+        self.kinds: list[str] = []
+        self.fragment_index: dict[ir.Operation, int] = {}
+        self.instructions: list[Instruction] = []
+
+    def slot(self, v: ir.Value, m: int) -> Slot:
+        vid = self.ids.setdefault(v, len(self.ids))
+        return (vid, m)
+
+    def resolve(self, s: Slot) -> Slot:
+        while s in self.alias:
+            s = self.alias[s]
+        return s
+
+    def fragment(self, op: ir.Operation, m: int, main_kind: str) -> None:
+        stage = self.stage_of[mpmd.fragment_mesh(op)]
+        kind = mpmd.fragment_kind(op)
+        if m >= 0:
+            unit = Unit(BACKWARD if kind == BACKWARD else FORWARD, stage, m)
+        elif main_kind == APPLY:
+            unit = Unit(APPLY, stage) if kind == APPLY else Unit(POST)
+        else:
+            unit = Unit(PRE)
+        index = self.fragment_index.setdefault(op, len(self.fragments))
+        if index == len(self.fragments):
+            self.fragments.append(op)
+            self.kinds.append(kind)
+        inputs = tuple(self.resolve(self.slot(v, m)) for v in op.operands)
+        outputs = tuple(self.slot(r, m) for r in op.results)
+        for s in outputs:
+            self.producer_unit[s] = unit
+        self.instructions.append(Run(index, stage, inputs, outputs, unit))
+
+    def transfer(self, op: ir.Operation, m: int) -> None:
+        source = self.resolve(self.slot(op.operands[0], m))
+        target = self.slot(op.results[0], m)
+        mesh_name, _, sharding = mpmd.mesh_tensor_parts(op.results[0].type)
+        unit = self.producer_unit.get(source, Unit(PRE))
+        self.producer_unit[target] = unit
+        self.instructions.append(Move(source, target, self.stage_of[mesh_name], sharding, unit))
+
+    def call(self, op: ir.Operation, callee: ir.Operation, m: int) -> None:
+        block = callee.regions[0].blocks[0]
+        for arg, operand in zip(block.arguments, op.operands, strict=True):
+            self.alias[self.slot(arg, m)] = self.resolve(self.slot(operand, -1))
+        for inner in mpmd.top_level_ops(callee):
+            if inner.name == mpmd.FRAGMENT:
+                self.fragment(inner, m, PRE)
+            elif inner.name == mpmd.TRANSFER:
+                self.transfer(inner, m)
+        terminator = list(block.operations)[-1].operation
+        for result, value in zip(op.results, terminator.operands, strict=True):
+            inner_slot = self.resolve(self.slot(value, m))
+            self.alias[self.slot(result, -1)] = inner_slot
+            self.producer_unit[self.slot(result, -1)] = self.producer_unit.get(inner_slot, Unit(PRE))
+
+
+# ------------------------------------------------------------------------- placement
+
+
+@dataclass(frozen=True)
+class StagePlacement:
+    """Where one stage runs: its devices (host-major) and its logical mesh."""
+
+    stage: int
+    mesh_name: str
+    devices: tuple[jax.Device, ...]
+    jax_mesh: JaxMesh
+
+
+def place_stages(program: PipelineProgram, devices: Sequence[jax.Device]) -> tuple[StagePlacement, ...]:
+    """Each stage's devices (module docstring, step 2)."""
+    sizes = [m.size for m in program.meshes]
+    needed = sum(sizes)
+    if len(devices) < needed:
+        raise ExecutionError(f"the program's {len(sizes)} stage meshes need {needed} devices, "
+                             f"{len(devices)} given")
+    blocks = _plan_blocks(program, len(devices)) or _consecutive(sizes)
+    placements = []
+    for k, (mesh, ids) in enumerate(zip(program.meshes, blocks, strict=True)):
+        devs = tuple(devices[i] for i in ids)
+        grid = np.array(devs, dtype=object).reshape(mesh.shape)
+        placements.append(StagePlacement(k, program.mesh_names[k], devs, JaxMesh(grid, mesh.axis_names)))
+    return tuple(placements)
+
+
+def _consecutive(sizes: Sequence[int]) -> list[list[int]]:
+    out, start = [], 0
+    for n in sizes:
+        out.append(list(range(start, start + n)))
+        start += n
+    return out
+
+
+def _plan_blocks(program: PipelineProgram, available: int) -> list[list[int]] | None:
+    """Alpa's placement of the plan's submeshes: whole hosts first, then slices of a
+    host at offsets aligned to their size; None without a usable plan."""
+    plan = program.plan
+    if not plan or "stages" not in plan or "cluster" not in plan:
+        return None
+    cluster = plan["cluster"]
+    assert isinstance(cluster, dict)
+    hosts, per_host = int(cluster["hosts"]), int(cluster["devices_per_host"])
+    stages = plan["stages"]
+    assert isinstance(stages, list)
+    if hosts * per_host > available or len(stages) != program.num_stages:
+        return None
+    free = np.ones((hosts, per_host), dtype=bool)
+    blocks: list[list[int] | None] = [None] * len(stages)
+    order = sorted(range(len(stages)), key=lambda k: -stages[k]["submesh"][0] * stages[k]["submesh"][1])
+    for k in order:
+        h, d = stages[k]["submesh"]
+        found = _find_block(free, h, d)
+        if found is None:
+            return None
+        rows, cols = found
+        free[rows, cols] = False
+        blocks[k] = [r * per_host + c for r in range(rows.start, rows.stop) for c in range(cols.start, cols.stop)]
+    return [b for b in blocks if b is not None]
+
+
+def _find_block(free: np.ndarray, h: int, d: int) -> tuple[slice, slice] | None:
+    hosts, per_host = free.shape
+    for r in range(0, hosts - h + 1):
+        for c in range(0, per_host - d + 1, d):
+            if free[r:r + h, c:c + d].all():
+                return slice(r, r + h), slice(c, c + d)
+    return None
+
+
+# ------------------------------------------------------------------------- order
+
+
+def order(program: PipelineProgram, schedule: ScheduleKind) -> tuple[Instruction, ...]:
+    """The instructions in schedule order (module docstring, step 3)."""
+    by_unit: dict[Unit, list[Instruction]] = {}
+    for ins in program.instructions:
+        by_unit.setdefault(ins.unit, []).append(ins)
+    has_backward = any(u.kind == BACKWARD for u in by_unit)
+    if schedule is ScheduleKind.FORWARD_ONLY and has_backward:
+        raise ExecutionError("schedule forward-only needs a program without backward fragments")
+    table = clock_table(schedule, program.num_stages, program.num_microbatches)
+    position = {id(ins): k for k, ins in enumerate(program.instructions)}
+    ordered: list[Instruction] = list(by_unit.pop(Unit(PRE), []))
+    for row in table:
+        # The tasks of one clock are independent of each other, except the apply tasks,
+        # which may pass values between meshes (and a stage may have several apply
+        # fragments): the row's instructions run in program order, which is valid.
+        merged = [ins for t in row if t is not None
+                  for ins in by_unit.pop(Unit(t.kind, t.stage, t.microbatch), [])]
+        ordered.extend(sorted(merged, key=lambda ins: position[id(ins)]))
+    ordered.extend(by_unit.pop(Unit(POST), []))
+    if by_unit:
+        left = ", ".join(f"{u.kind}(stage {u.stage}, microbatch {u.microbatch})" for u in by_unit)
+        raise ExecutionError(f"the {schedule.value} schedule has no clock for: {left}")
+    _check_order(program, ordered)
+    return tuple(ordered)
+
+
+def _check_order(program: PipelineProgram, ordered: Sequence[Instruction]) -> None:
+    ready = set(program.arg_slots)
+    for ins in ordered:
+        needs = ins.inputs if isinstance(ins, Run) else (ins.source,)
+        for s in needs:
+            if s not in ready:
+                raise ExecutionError(f"schedule order runs {_describe(program, ins)} before one of its inputs exists")
+        ready.update(ins.outputs if isinstance(ins, Run) else (ins.target,))
+
+
+def _describe(program: PipelineProgram, ins: Instruction) -> str:
+    u = ins.unit
+    where = f"stage {u.stage}" + ("" if u.microbatch is None else f", microbatch {u.microbatch}")
+    if isinstance(ins, Run):
+        return f"fragment {program.fragment_kinds[ins.fragment]} ({where})"
+    return f"transfer to stage {ins.stage} ({where})"
+
+
+def last_uses(program: PipelineProgram, ordered: Sequence[Instruction]) -> tuple[tuple[Slot, ...], ...]:
+    """Per instruction, the slots whose last use it is (freed right after it)."""
+    last: dict[Slot, int] = {}
+    keep = set(program.result_slots) | set(program.arg_slots)
+    for i, ins in enumerate(ordered):
+        for s in ins.inputs if isinstance(ins, Run) else (ins.source,):
+            last[s] = i
+        for s in ins.outputs if isinstance(ins, Run) else (ins.target,):
+            last.setdefault(s, i)
+    frees: list[list[Slot]] = [[] for _ in ordered]
+    for s, i in last.items():
+        if s not in keep:
+            frees[i].append(s)
+    return tuple(tuple(sorted(f)) for f in frees)
+
+
+# ------------------------------------------------------------------------- execution
+
+
+@dataclass
+class TraceEvent:
+    mesh: int
+    name: str
+    start: float
+    end: float
+    bytes_moved: int = 0
+
+
+@dataclass
+class StepStats:
+    runs: int = 0
+    moves: int = 0
+    seconds: float = 0.0
+    events: list[TraceEvent] = field(default_factory=list)
+
+
+class PipelineExecutable:
+    """An MPMD training step compiled for local devices, called like the step itself.
+
+    `step(inputs)` returns the outputs as device-resident `jax.Array`s (pass parameters
+    and optimizer state from one step's outputs to the next step's inputs: they stay
+    on their meshes); `run(inputs)` returns numpy arrays.
+    """
+
+    def __init__(self, module: ir.Module, devices: Sequence[jax.Device] | None = None, *,
+                 schedule: ScheduleKind | str = ScheduleKind.ONE_F_ONE_B,
+                 transfer: Transfer | str = "local-all-gather", trace: bool = False) -> None:
+        self.program = read_program(module)
+        self.schedule = ScheduleKind(schedule) if isinstance(schedule, str) else schedule
+        devices = list(jax.devices()) if devices is None else list(devices)
+        self.placements = place_stages(self.program, devices)
+        self.transfer = transfer_for(transfer, wait=trace) if isinstance(transfer, str) else transfer
+        self.trace = trace
+        self.cache = FragmentCache()
+        started = time.perf_counter()
+        self.programs: tuple[Program, ...] = tuple(
+            self.cache.compile(f, self.placements[self._stage(f)].devices) for f in self.program.fragments)
+        self.compile_seconds = time.perf_counter() - started
+        self.instructions = order(self.program, self.schedule)
+        self.frees = last_uses(self.program, self.instructions)
+        self.arg_shardings = tuple(
+            self._named(stage, body) for stage, body in zip(self.program.arg_stages, self.program.arg_shardings, strict=True))
+        self.last = StepStats()
+
+    @property
+    def signature(self) -> Signature:
+        return self.program.signature
+
+    def _stage(self, fragment: ir.Operation) -> int:
+        return self.program.mesh_names.index(mpmd.fragment_mesh(fragment))
+
+    def _named(self, stage: int, body: str | None) -> NamedSharding:
+        mesh = self.placements[stage].jax_mesh
+        if body is None:
+            return NamedSharding(mesh, PartitionSpec())
+        parsed = S.parse_sharding(body)
+        dims = [None if not d.axes else d.axes[0] if len(d.axes) == 1 else tuple(d.axes) for d in parsed.dims]
+        return NamedSharding(mesh, PartitionSpec(*dims))
+
+    def place(self, inputs: Sequence[np.ndarray | jax.Array]) -> list[jax.Array]:
+        """Arguments on their stage meshes (arrays already there are used as they are)."""
+        args = self.signature.args
+        if len(inputs) != len(args):
+            raise InputMismatchError(f"@main takes {len(args)} argument(s), got {len(inputs)} input(s)")
+        placed = []
+        for spec, value, target in zip(args, inputs, self.arg_shardings, strict=True):
+            shape = tuple(int(d) for d in np.shape(value))
+            if shape != spec.info.shape or np.dtype(value.dtype) != spec.dtype:
+                raise InputMismatchError(
+                    f"argument {spec.index}: expected {spec.dtype} {spec.info.shape}, got {value.dtype} {shape}")
+            if isinstance(value, jax.Array) and value.sharding == target:
+                placed.append(value)
+            else:
+                placed.append(jax.device_put(value, target))
+        return placed
+
+    def step(self, inputs: Sequence[np.ndarray | jax.Array]) -> list[jax.Array]:
+        """One training step (module docstring, step 4)."""
+        env: dict[Slot, jax.Array] = dict(zip(self.program.arg_slots, self.place(inputs), strict=True))
+        self.transfer.stats.clear()  # per step
+        stats = StepStats()
+        started = time.perf_counter()
+        for ins, frees in zip(self.instructions, self.frees, strict=True):
+            t0 = time.perf_counter() if self.trace else 0.0
+            if isinstance(ins, Run):
+                outputs = self._launch(self.programs[ins.fragment], [env[s] for s in ins.inputs])
+                env.update(zip(ins.outputs, outputs, strict=True))
+                stats.runs += 1
+                moved = 0
+            else:
+                value = env[ins.source]
+                env[ins.target] = self.transfer.move(value, self._named(ins.stage, ins.sharding))
+                stats.moves += 1
+                moved = value.nbytes
+            if self.trace:
+                jax.block_until_ready([env[s] for s in (ins.outputs if isinstance(ins, Run) else (ins.target,))])
+                name = self._event_name(ins)
+                mesh = ins.stage
+                stats.events.append(TraceEvent(mesh, name, t0 - started, time.perf_counter() - started, moved))
+            for s in frees:
+                array = env.pop(s)
+                if not any(array is v for v in env.values()):
+                    array.delete()
+        outputs = [env[s] for s in self.program.result_slots]
+        jax.block_until_ready(outputs)
+        stats.seconds = time.perf_counter() - started
+        self.last = stats
+        return outputs
+
+    def run(self, inputs: Sequence[np.ndarray | jax.Array]) -> list[np.ndarray]:
+        return [np.asarray(x) for x in self.step(inputs)]
+
+    def fragment_seconds(self, inputs: Sequence[np.ndarray | jax.Array], repeats: int = 3) -> list[float]:
+        """Per RUN instruction of a step, in order: the fastest of `repeats` executions of
+        its fragment alone, on its actual inputs, waiting for the result (fragments are
+        pure, so repeating one changes nothing). Their sum is the step time without any
+        runtime overhead; the step's values are computed along the way as `step` does."""
+        env: dict[Slot, jax.Array] = dict(zip(self.program.arg_slots, self.place(inputs), strict=True))
+        times: list[float] = []
+        for ins in self.instructions:
+            if isinstance(ins, Move):
+                env[ins.target] = jax.block_until_ready(self.transfer.move(env[ins.source], self._named(ins.stage, ins.sharding)))
+                continue
+            args = [env[s] for s in ins.inputs]
+            best = float("inf")
+            outputs: list[jax.Array] = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                outputs = jax.block_until_ready(self._launch(self.programs[ins.fragment], args))
+                best = min(best, time.perf_counter() - start)
+            times.append(best)
+            env.update(zip(ins.outputs, outputs, strict=True))
+        return times
+
+    def _launch(self, program: Program, arrays: list[jax.Array]) -> list[jax.Array]:
+        placed = [a if a.sharding == t else jax.device_put(a, t)
+                  for a, t in zip(arrays, program.input_shardings, strict=True)]
+        results = program.executable.execute_sharded(placed)
+        shards = results.disassemble_into_single_device_arrays()
+        return [
+            jax.make_array_from_single_device_arrays(spec.info.shape, target, list(per_device))
+            for spec, target, per_device in zip(program.signature.results, program.output_shardings, shards, strict=True)
+        ]
+
+    def _event_name(self, ins: Instruction) -> str:
+        u = ins.unit
+        mb = "" if u.microbatch is None else f" mb{u.microbatch}"
+        if isinstance(ins, Run):
+            return f"{self.program.fragment_kinds[ins.fragment]}{mb}"
+        return f"transfer{mb} -> {self.program.mesh_names[ins.stage]}"
