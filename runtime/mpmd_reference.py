@@ -38,8 +38,8 @@ from alpa_mlir.dialect_utils.diagnostics import source_loc
 from alpa_mlir.dialect_utils.types import TensorInfo, tensor_info
 
 from .devices import DeviceMesh
-from .errors import CompileError, ExecutionError, InputMismatchError, UnsupportedModuleError
-from .signature import ALIASING_OUTPUT, BUFFER_DONOR, ArgSpec, ResultSpec, Signature, format_tensor
+from .errors import CompileError, ExecutionError, UnsupportedModuleError
+from .signature import ALIASING_OUTPUT, BUFFER_DONOR, ArgSpec, ResultSpec, Signature, check_inputs
 from .spmd import Program, ProgramCache, TimedRun, compile_program
 
 ArrayLike = np.ndarray | jax.Array
@@ -248,19 +248,7 @@ class SequentialExecutor:
 
     def check_inputs(self, inputs: Sequence[ArrayLike]) -> None:
         """Raise InputMismatchError unless `inputs` match @main's global argument types."""
-        args = self.signature.args
-        if len(inputs) != len(args):
-            raise InputMismatchError(f"@main takes {len(args)} argument(s), got {len(inputs)} input(s)")
-        for spec, value in zip(args, inputs, strict=True):
-            if isinstance(value, jax.Array) and value.is_deleted():
-                raise InputMismatchError(f"argument {spec.index} ({spec.key}): the array was deleted")
-            shape = tuple(int(d) for d in np.shape(value))
-            dtype = np.dtype(value.dtype) if hasattr(value, "dtype") else np.asarray(value).dtype
-            if shape != spec.info.shape or dtype != spec.dtype:
-                raise InputMismatchError(
-                    f"argument {spec.index} ({spec.key}): expected {format_tensor(spec.info)} "
-                    f"({spec.dtype} {spec.info.shape}), got {dtype} {shape}"
-                )
+        check_inputs(self.signature, inputs)
 
     def place(self, inputs: Sequence[ArrayLike]) -> list[jax.Array]:
         """Check `inputs` and put them on the device."""

@@ -44,11 +44,11 @@ from jax.sharding import NamedSharding, PartitionSpec
 from alpa_mlir.dialect_utils import mpmd
 from alpa_mlir.dialect_utils import sharding as S
 
-from .errors import ExecutionError, InputMismatchError
+from .errors import ExecutionError
 from .fragments import FragmentCache
 from .mpmd_reference import read_mpmd_signature
 from .schedules import ScheduleKind, clock_table
-from .signature import Signature
+from .signature import Signature, check_inputs
 from .spmd import Program
 from .transfers import Transfer, transfer_for
 
@@ -399,9 +399,27 @@ class PipelineExecutable:
         self.compile_seconds = time.perf_counter() - started
         self.instructions = order(self.program, self.schedule)
         self.frees = last_uses(self.program, self.instructions)
+        wanted = self._consumer_shardings()
+        # Values are moved and placed straight into the layout their first reader's
+        # executable expects, so that launching it never reshards.
         self.arg_shardings = tuple(
-            self._named(stage, body) for stage, body in zip(self.program.arg_stages, self.program.arg_shardings, strict=True))
+            wanted.get(slot) or self._named(stage, body)
+            for slot, stage, body in zip(self.program.arg_slots, self.program.arg_stages,
+                                         self.program.arg_shardings, strict=True))
+        self.move_shardings = tuple(
+            (wanted.get(ins.target) or self._named(ins.stage, ins.sharding)) if isinstance(ins, Move) else None
+            for ins in self.instructions)
+        self._reshard: dict[int, tuple[bool, ...]] = {}  # RUN index -> inputs to reshard
         self.last = StepStats()
+
+    def _consumer_shardings(self) -> dict[Slot, NamedSharding]:
+        """Slot -> the input sharding of the first RUN that reads it."""
+        found: dict[Slot, NamedSharding] = {}
+        for ins in self.instructions:
+            if isinstance(ins, Run):
+                for s, target in zip(ins.inputs, self.programs[ins.fragment].input_shardings, strict=True):
+                    found.setdefault(s, target)
+        return found
 
     @property
     def signature(self) -> Signature:
@@ -420,15 +438,9 @@ class PipelineExecutable:
 
     def place(self, inputs: Sequence[np.ndarray | jax.Array]) -> list[jax.Array]:
         """Arguments on their stage meshes (arrays already there are used as they are)."""
-        args = self.signature.args
-        if len(inputs) != len(args):
-            raise InputMismatchError(f"@main takes {len(args)} argument(s), got {len(inputs)} input(s)")
+        check_inputs(self.signature, inputs)
         placed = []
-        for spec, value, target in zip(args, inputs, self.arg_shardings, strict=True):
-            shape = tuple(int(d) for d in np.shape(value))
-            if shape != spec.info.shape or np.dtype(value.dtype) != spec.dtype:
-                raise InputMismatchError(
-                    f"argument {spec.index}: expected {spec.dtype} {spec.info.shape}, got {value.dtype} {shape}")
+        for value, target in zip(inputs, self.arg_shardings, strict=True):
             if isinstance(value, jax.Array) and value.sharding == target:
                 placed.append(value)
             else:
@@ -441,16 +453,18 @@ class PipelineExecutable:
         self.transfer.stats.clear()  # per step
         stats = StepStats()
         started = time.perf_counter()
-        for ins, frees in zip(self.instructions, self.frees, strict=True):
+        for k, (ins, frees) in enumerate(zip(self.instructions, self.frees, strict=True)):
             t0 = time.perf_counter() if self.trace else 0.0
             if isinstance(ins, Run):
-                outputs = self._launch(self.programs[ins.fragment], [env[s] for s in ins.inputs])
+                outputs = self._launch(k, self.programs[ins.fragment], [env[s] for s in ins.inputs])
                 env.update(zip(ins.outputs, outputs, strict=True))
                 stats.runs += 1
                 moved = 0
             else:
                 value = env[ins.source]
-                env[ins.target] = self.transfer.move(value, self._named(ins.stage, ins.sharding))
+                target = self.move_shardings[k]
+                assert target is not None
+                env[ins.target] = self.transfer.move(value, target)
                 stats.moves += 1
                 moved = value.nbytes
             if self.trace:
@@ -458,10 +472,8 @@ class PipelineExecutable:
                 name = self._event_name(ins)
                 mesh = ins.stage
                 stats.events.append(TraceEvent(mesh, name, t0 - started, time.perf_counter() - started, moved))
-            for s in frees:
-                array = env.pop(s)
-                if not any(array is v for v in env.values()):
-                    array.delete()
+            for s in frees:  # each slot holds its own array (moves make new ones)
+                env.pop(s).delete()
         outputs = [env[s] for s in self.program.result_slots]
         jax.block_until_ready(outputs)
         stats.seconds = time.perf_counter() - started
@@ -478,28 +490,40 @@ class PipelineExecutable:
         runtime overhead; the step's values are computed along the way as `step` does."""
         env: dict[Slot, jax.Array] = dict(zip(self.program.arg_slots, self.place(inputs), strict=True))
         times: list[float] = []
-        for ins in self.instructions:
+        for k, ins in enumerate(self.instructions):
             if isinstance(ins, Move):
-                env[ins.target] = jax.block_until_ready(self.transfer.move(env[ins.source], self._named(ins.stage, ins.sharding)))
+                target = self.move_shardings[k]
+                assert target is not None
+                env[ins.target] = jax.block_until_ready(self.transfer.move(env[ins.source], target))
                 continue
             args = [env[s] for s in ins.inputs]
             best = float("inf")
             outputs: list[jax.Array] = []
             for _ in range(repeats):
                 start = time.perf_counter()
-                outputs = jax.block_until_ready(self._launch(self.programs[ins.fragment], args))
+                outputs = jax.block_until_ready(self._launch(-1, self.programs[ins.fragment], args))
                 best = min(best, time.perf_counter() - start)
             times.append(best)
             env.update(zip(ins.outputs, outputs, strict=True))
         return times
 
-    def _launch(self, program: Program, arrays: list[jax.Array]) -> list[jax.Array]:
-        placed = [a if a.sharding == t else jax.device_put(a, t)
-                  for a, t in zip(arrays, program.input_shardings, strict=True)]
-        results = program.executable.execute_sharded(placed)
+    def _launch(self, index: int, program: Program, arrays: list[jax.Array]) -> list[jax.Array]:
+        """Execute without waiting. An input whose layout is not the one the executable
+        expects (a fragment's output feeding the next fragment on its mesh, when XLA
+        laid them out differently) is resharded first; which inputs need it is the same
+        every step, so the comparison is made once per instruction."""
+        flags = self._reshard.get(index)
+        if flags is None:
+            flags = tuple(a.sharding != t for a, t in zip(arrays, program.input_shardings, strict=True))
+            if index >= 0:
+                self._reshard[index] = flags
+        if any(flags):
+            arrays = [jax.device_put(a, t) if f else a
+                      for a, t, f in zip(arrays, program.input_shardings, flags, strict=True)]
+        results = program.executable.execute_sharded(arrays)
         shards = results.disassemble_into_single_device_arrays()
         return [
-            jax.make_array_from_single_device_arrays(spec.info.shape, target, list(per_device))
+            jax.make_array_from_single_device_arrays(spec.info.shape, target, per_device, dtype=spec.dtype)
             for spec, target, per_device in zip(program.signature.results, program.output_shardings, shards, strict=True)
         ]
 

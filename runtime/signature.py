@@ -10,8 +10,11 @@ func.func @main(%arg0: tensor<16x4xf32> {sdy.sharding = ..., tf.aliasing_output 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import jax
 import numpy as np
 from jax.extend.mlir import ir
 
@@ -19,7 +22,7 @@ from alpa_mlir.dialect_utils import graph, sharding
 from alpa_mlir.dialect_utils.diagnostics import DiagnosticError, source_loc
 from alpa_mlir.dialect_utils.types import TensorInfo, tensor_info
 
-from .errors import UnsupportedModuleError
+from .errors import InputMismatchError, UnsupportedModuleError
 
 ALIASING_OUTPUT = "tf.aliasing_output"
 BUFFER_DONOR = "jax.buffer_donor"
@@ -127,3 +130,22 @@ def read_signature(module: ir.Module) -> Signature:
         for i, t in enumerate(ftype.results)
     )
     return Signature(tuple(args), results)
+
+
+def check_inputs(signature: Signature, inputs: Sequence[Any]) -> None:
+    """Raise InputMismatchError unless `inputs` (numpy or jax arrays) match the
+    arguments' count, shapes and dtypes (and none is a deleted jax.Array)."""
+    args = signature.args
+    if len(inputs) != len(args):
+        raise InputMismatchError(f"@main takes {len(args)} argument(s), got {len(inputs)} input(s)")
+    for spec, value in zip(args, inputs, strict=True):
+        if isinstance(value, jax.Array) and value.is_deleted():
+            raise InputMismatchError(
+                f"argument {spec.index} ({spec.key}): the array was donated to an earlier run or "
+                "deleted, and its buffer is gone; pass a fresh array")
+        shape = tuple(int(d) for d in np.shape(value))
+        dtype = np.dtype(value.dtype) if hasattr(value, "dtype") else np.asarray(value).dtype
+        if shape != spec.info.shape or dtype != spec.dtype:
+            raise InputMismatchError(
+                f"argument {spec.index} ({spec.key}): expected {format_tensor(spec.info)} "
+                f"({spec.dtype} {spec.info.shape}), got {dtype} {shape}")

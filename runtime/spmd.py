@@ -40,9 +40,9 @@ from alpa_mlir.dialect_utils import context, sharding
 from . import collectives as collectives_lib
 from . import hlo_sharding
 from .devices import DeviceMesh
-from .errors import CompileError, DeviceCountError, InputMismatchError, UnsupportedModuleError
+from .errors import CompileError, DeviceCountError, UnsupportedModuleError
 from .module_kind import ModuleKind, module_kind, spmd_mesh
-from .signature import Signature, format_tensor, read_signature
+from .signature import Signature, check_inputs, read_signature
 from .xla_stats import CostStats, MemoryStats
 
 ArrayLike = np.ndarray | jax.Array
@@ -88,24 +88,7 @@ class Program:
 
     def check_inputs(self, inputs: Sequence[ArrayLike]) -> None:
         """Raise InputMismatchError unless `inputs` match @main's arguments."""
-        args = self.signature.args
-        if len(inputs) != len(args):
-            raise InputMismatchError(
-                f"@main takes {len(args)} argument(s), got {len(inputs)} input(s)"
-            )
-        for spec, value in zip(args, inputs, strict=True):
-            if isinstance(value, jax.Array) and value.is_deleted():
-                raise InputMismatchError(
-                    f"argument {spec.index} ({spec.key}): the array was donated to an earlier "
-                    "run and its buffer is consumed; pass a fresh array"
-                )
-            shape = tuple(int(d) for d in np.shape(value))
-            dtype = np.dtype(value.dtype) if hasattr(value, "dtype") else np.asarray(value).dtype
-            if shape != spec.info.shape or dtype != spec.dtype:
-                raise InputMismatchError(
-                    f"argument {spec.index} ({spec.key}): expected {format_tensor(spec.info)} "
-                    f"({spec.dtype} {spec.info.shape}), got {dtype} {shape}"
-                )
+        check_inputs(self.signature, inputs)
 
     def place(self, inputs: Sequence[ArrayLike]) -> list[jax.Array]:
         """Put `inputs` on the devices with the shardings the executable expects.

@@ -47,7 +47,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -258,6 +258,7 @@ class DevicePutTransfer:
 
     wait: bool = True
     stats: TransferStats = field(default_factory=TransferStats)
+    _estimates: dict[tuple[Any, ...], TransferBytes] = field(default_factory=dict, repr=False)
 
     @property
     def kind(self) -> TransferKind:
@@ -265,8 +266,12 @@ class DevicePutTransfer:
 
     def estimate(self, shape: Shape, dtype: jnp.dtype, src: Sharding,
                  dst: NamedSharding) -> TransferBytes:
-        pieces = plan_pieces(shape, src, dst)
-        return count_bytes(pieces, jnp.dtype(dtype).itemsize, set(dst.device_set))
+        key = (tuple(shape), str(dtype), src, dst)
+        found = self._estimates.get(key)
+        if found is None:
+            pieces = plan_pieces(shape, src, dst)
+            found = self._estimates[key] = count_bytes(pieces, jnp.dtype(dtype).itemsize, set(dst.device_set))
+        return found
 
     def move(self, array: jax.Array, dst: NamedSharding) -> jax.Array:
         start = time.perf_counter()
@@ -292,6 +297,7 @@ class LocalAllGatherTransfer:
     stats: TransferStats = field(default_factory=TransferStats)
     _gathers: dict[NamedSharding, Callable[[jax.Array], jax.Array]] = field(
         default_factory=dict, repr=False)
+    _estimates: dict[tuple[Any, ...], TransferBytes] = field(default_factory=dict, repr=False)
 
     @property
     def kind(self) -> TransferKind:
@@ -299,12 +305,19 @@ class LocalAllGatherTransfer:
 
     def estimate(self, shape: Shape, dtype: jnp.dtype, src: Sharding,
                  dst: NamedSharding) -> TransferBytes:
+        key = (tuple(shape), str(dtype), src, dst)
+        found = self._estimates.get(key)
+        if found is not None:
+            return found
         itemsize, dst_set = jnp.dtype(dtype).itemsize, set(dst.device_set)
         mid = scatter_sharding(dst, shape)
         if mid is None:
-            return count_bytes(plan_pieces(shape, src, dst), itemsize, dst_set)
-        return (count_bytes(plan_pieces(shape, src, mid), itemsize, dst_set)
-                + count_bytes(plan_pieces(shape, mid, dst), itemsize, dst_set))
+            found = count_bytes(plan_pieces(shape, src, dst), itemsize, dst_set)
+        else:
+            found = (count_bytes(plan_pieces(shape, src, mid), itemsize, dst_set)
+                     + count_bytes(plan_pieces(shape, mid, dst), itemsize, dst_set))
+        self._estimates[key] = found
+        return found
 
     def move(self, array: jax.Array, dst: NamedSharding) -> jax.Array:
         start = time.perf_counter()

@@ -80,7 +80,7 @@ def write_mpmd(module: ir.Module, main: ir.Operation, step: SplitStep,
     with module.context:
         topology = ir.Attribute.parse(_topology_text(meshes))
     counts: dict[str, int] = {}
-    writer = _Writer(stage_of_layer, topology, counts)
+    writer = _Writer(stage_of_layer, topology, counts, step.num_inputs)
     micro = writer.rewrite(step.function, None)
     writer.rewrite(main, micro)
     return FragmentSummary(dict(sorted(counts.items())), writer.transfers)
@@ -92,8 +92,11 @@ def _topology_text(meshes: Sequence[S.Mesh]) -> str:
 
 
 class _Writer:
-    def __init__(self, stage_of_layer: Sequence[int], topology: ir.Attribute, counts: dict[str, int]) -> None:
+    def __init__(self, stage_of_layer: Sequence[int], topology: ir.Attribute, counts: dict[str, int],
+                 invariant: int) -> None:
         self.stage_of_layer = stage_of_layer
+        self.invariant = invariant  # leading microbatch-function arguments equal in every call
+        self.callee_args: list[tuple[int, int]] = []  # (call operand, stage) per callee argument
         self.topology = topology
         self.counts = counts
         self.transfers = 0
@@ -178,8 +181,13 @@ class _Writer:
         arg_stage = self._arg_stages(graph, items)
         home: dict[tuple[ir.Value, int], ir.Value] = {}
         producer_stage: dict[ir.Value, int] = {}
+        # An argument that every call passes unchanged (a parameter) gets one copy per
+        # stage that reads it: @main transfers it once per step, not once per microbatch.
+        slots = [(a.index, arg_stage[a.index]) for a in graph.args]
+        if not is_main:
+            slots += [(i, s) for i, s in _more_stages(graph, items, arg_stage, self.invariant)]
         with old.location:
-            arg_types = [self._mt(arg_stage[a.index], a.value.type) for a in graph.args]
+            arg_types = [self._mt(s, graph.args[i].value.type) for i, s in slots]
             result_stages = [self._result_stage(graph, v, items, arg_stage) for v in graph.returned]
             result_types = [self._mt(s, v.value.type) for s, v in zip(result_stages, graph.returned, strict=True)]
             new = func.FuncOp(graph.name + ".mpmd", (arg_types, result_types), ip=ir.InsertionPoint(old))
@@ -191,9 +199,9 @@ class _Writer:
                     new.attributes[attr_name] = old.attributes[attr_name]
             new.attributes[TOPOLOGY_ATTR] = self.topology
             block = new.regions[0].blocks.append(*arg_types)
-            for a, b in zip(graph.args, block.arguments, strict=True):
-                home[(a.value, arg_stage[a.index])] = b
-                producer_stage[a.value] = arg_stage[a.index]
+            for (i, s), b in zip(slots, block.arguments, strict=True):
+                home[(graph.args[i].value, s)] = b
+                producer_stage.setdefault(graph.args[i].value, s)
             ip = ir.InsertionPoint(block)
             for item in items:
                 if item.call is not None:
@@ -204,6 +212,7 @@ class _Writer:
             func.ReturnOp(returned, ip=ip)
         if not is_main:
             self.callee_arg_stages = [arg_stage[a.index] for a in graph.args]
+            self.callee_args = slots
             self.callee_result_stages = result_stages
         name = graph.name
         old.erase()
@@ -257,8 +266,8 @@ class _Writer:
                    home: dict[tuple[ir.Value, int], ir.Value], producer_stage: dict[ir.Value, int]) -> None:
         node = item.call
         assert node is not None
-        operands = [self._on(v.value, self.callee_arg_stages[k], ip, home, producer_stage)
-                    for k, v in enumerate(node.operands)]
+        operands = [self._on(node.operands[k].value, stage, ip, home, producer_stage)
+                    for k, stage in self.callee_args]
         types = [self._mt(s, r.value.type) for s, r in zip(self.callee_result_stages, node.results, strict=True)]
         call = mpmd.CallOp(types, operands, self.callee_name, ip=ip)
         attrs = node.op.attributes
@@ -334,6 +343,20 @@ def _group(graph: FunctionGraph, nodes: Sequence[OpNode],
             item.position = k
             item.ops.reverse()
     return items
+
+
+def _more_stages(graph: FunctionGraph, items: Sequence[_Item], arg_stage: Sequence[int],
+                 invariant: int) -> list[tuple[int, int]]:
+    """(argument, stage) for each further stage reading one of the first `invariant`
+    arguments, in first-read order."""
+    found: list[tuple[int, int]] = []
+    for item in items:
+        for node in item.ops:
+            for v in op_inputs(graph, node):
+                if v.is_argument and v.index < invariant and item.stage != arg_stage[v.index] \
+                        and (v.index, item.stage) not in found:
+                    found.append((v.index, item.stage))
+    return found
 
 
 def _read_after(graph: FunctionGraph, v: ValueNode, item: _Item) -> bool:

@@ -45,7 +45,7 @@ from alpa_mlir.dialect_utils.flops import ELEMENTWISE
 from alpa_mlir.dialect_utils.graph import FunctionGraph, OpNode, ValueNode
 from alpa_mlir.passes.sharding.rules import reshape_groups
 
-from .step_analysis import op_inputs
+from .step_analysis import ancestors, op_inputs
 
 # Ops whose operands and result pair equal-size dims position by position.
 _SAME_DIMS = ELEMENTWISE | frozenset(
@@ -141,7 +141,7 @@ def analyze_microbatches(
         _check_sum(graph, graph.ops[i], dims)
     for i in sorted(carrying):
         _check_core(graph.ops[i], dims)
-    feed = _ancestors(inputs, core) - core
+    feed = ancestors(inputs, core) - core
     after_end = _descendants(users, ends)
     statistics = sorted(i for i in ends if _descendants(users, [i]) & core)
     if statistics and not allow_statistics and num_microbatches > 1:
@@ -163,7 +163,7 @@ def analyze_microbatches(
             raise MicrobatchError(
                 f"a value marked as a gradient (tensor<{_type_text(v)}>) still carries the batch",
                 graph.producer(v))
-    marked_ops = _ancestors(inputs, [v.producer for v in forced if v.producer is not None])
+    marked_ops = ancestors(inputs, [v.producer for v in forced if v.producer is not None])
     pulled = {i for i in marked_ops if i in main and i in after_end and i not in feed}
     micro |= pulled
     main -= pulled
@@ -542,18 +542,6 @@ def _value_users(graph: FunctionGraph, v: ValueNode) -> list[tuple[int, int]]:
 
 def _returned(graph: FunctionGraph, op: int) -> bool:
     return any(r.producer == op for r in graph.returned)
-
-
-def _ancestors(inputs: Sequence[Sequence[ValueNode]], seeds: Iterable[int]) -> set[int]:
-    found: set[int] = set()
-    stack = list(seeds)
-    while stack:
-        i = stack.pop()
-        if i in found:
-            continue
-        found.add(i)
-        stack.extend(v.producer for v in inputs[i] if v.producer is not None)
-    return found
 
 
 def _descendants(users: Sequence[set[int]], seeds: Iterable[int]) -> set[int]:
