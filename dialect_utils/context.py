@@ -1,8 +1,8 @@
 """MLIR contexts that understand everything JAX exports, and module (de)serialization.
 
-This is the only module of the project that touches private jaxlib names
-(`jaxlib.mlir._mlir_libs._jax_mlir_ext`, the mhlo registration). Everything else uses the
-public `jax.extend.mlir` bindings and the helpers here.
+The private jaxlib names this needs (jaxlib's dialect registry, the mhlo registration)
+are reached through `jax_internals`, the project's one module of private reach; everything
+else uses the public `jax.extend.mlir` bindings and the helpers here.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import jax.extend.mlir  # noqa: F401  (imports the bindings package)
 from jax.extend.mlir import ir
 from jax.extend.mlir.dialects import chlo, mpmd, sdy, stablehlo
 
+from . import jax_internals
+
 BYTECODE_MAGIC = b"ML\xefR"
 
 
@@ -23,20 +25,10 @@ def make_context() -> ir.Context:
     A bare `ir.Context()` cannot parse `func.func`: the upstream dialects have no public
     Python registration, so we take jaxlib's own registry.
     """
-    from jaxlib.mlir._mlir_libs import _jax_mlir_ext  # private: kept here only
-
     ctx = ir.Context()
-    registry = ir.DialectRegistry()
-    _jax_mlir_ext.register_dialects(registry)
-    ctx.append_dialect_registry(registry)
+    jax_internals.register_jaxlib_dialects(ctx)
     for dialect in (stablehlo, chlo, sdy, mpmd):
         dialect.register_dialect(ctx)
-    try:
-        from jaxlib.mlir.dialects import mhlo  # private: kept here only
-
-        mhlo.register_mhlo_dialect(ctx)
-    except (ImportError, AttributeError):  # pragma: no cover - depends on jaxlib build
-        pass
     ctx.load_all_available_dialects()
     return ctx
 

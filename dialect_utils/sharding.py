@@ -8,7 +8,7 @@ Open dimensions (`{?}`) and priorities are kept so that text round-trips.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -415,6 +415,15 @@ def _set_many(func_op: ir.Operation, key: str, shardings: Mapping[int, Sharding 
             else:
                 dicts[i][SDY_SHARDING] = sharding.attr()
     _set_attr_list(func_op, key, dicts)
+
+
+def set_arg_attribute(func_op: ir.Operation, indices: Sequence[int], name: str, value: ir.Attribute) -> None:
+    """Set attribute `name` = `value` on the given arguments (one rewrite)."""
+    n_in, _ = _signature_counts(func_op)
+    dicts = _attr_list(func_op, "arg_attrs", n_in)
+    for i in indices:
+        dicts[i][name] = value
+    _set_attr_list(func_op, "arg_attrs", dicts)
 
 
 def set_arg_sharding(func_op: ir.Operation, i: int, sharding: Sharding | None) -> None:

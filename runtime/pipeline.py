@@ -34,6 +34,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -358,6 +359,35 @@ def last_uses(program: PipelineProgram, ordered: Sequence[Instruction]) -> tuple
 # ------------------------------------------------------------------------- execution
 
 
+def donations(program: PipelineProgram, ordered: Sequence[Instruction],
+              frees: Sequence[tuple[Slot, ...]]) -> dict[int, tuple[int, ...]]:
+    """Fragment index -> the argument positions its executable may consume: those whose
+    value is dead after every RUN of that fragment (freed right there, read once by it).
+    The step's arguments and results are never freed, so never donated."""
+    found: dict[int, set[int]] = {}
+    for ins, dead in zip(ordered, frees, strict=True):
+        if not isinstance(ins, Run):
+            continue
+        dead_set = set(dead)
+        here = {i for i, s in enumerate(ins.inputs) if s in dead_set and ins.inputs.count(s) == 1}
+        found[ins.fragment] = here if ins.fragment not in found else found[ins.fragment] & here
+    return {f: tuple(sorted(p)) for f, p in found.items() if p}
+
+
+def _batches(instructions: Sequence[Instruction], batch_moves: bool) -> tuple[tuple[int, int], ...]:
+    """[first, last) index ranges that `step` runs as one: a RUN alone; consecutive MOVEs
+    together (one batched transfer call), or alone when `batch_moves` is off. A batch's
+    moves read no value that another of them writes (a move's target is a fresh slot)."""
+    out: list[tuple[int, int]] = []
+    for k, ins in enumerate(instructions):
+        if (batch_moves and isinstance(ins, Move) and out and out[-1][1] == k
+                and isinstance(instructions[out[-1][0]], Move)):
+            out[-1] = (out[-1][0], k + 1)
+        else:
+            out.append((k, k + 1))
+    return tuple(out)
+
+
 @dataclass
 class TraceEvent:
     mesh: int
@@ -381,24 +411,31 @@ class PipelineExecutable:
     `step(inputs)` returns the outputs as device-resident `jax.Array`s (pass parameters
     and optimizer state from one step's outputs to the next step's inputs: they stay
     on their meshes); `run(inputs)` returns numpy arrays.
+
+    donate: fragments consume the buffers of inputs that are dead after them
+    (`donations`; the step's own arguments are never consumed). cache_dir: a folder
+    where compiled fragments are kept across processes (`fragments.FragmentCache`).
     """
 
     def __init__(self, module: ir.Module, devices: Sequence[jax.Device] | None = None, *,
                  schedule: ScheduleKind | str = ScheduleKind.ONE_F_ONE_B,
-                 transfer: Transfer | str = "local-all-gather", trace: bool = False) -> None:
+                 transfer: Transfer | str = "local-all-gather", trace: bool = False,
+                 donate: bool = True, cache_dir: str | Path | None = None) -> None:
         self.program = read_program(module)
         self.schedule = ScheduleKind(schedule) if isinstance(schedule, str) else schedule
         devices = list(jax.devices()) if devices is None else list(devices)
         self.placements = place_stages(self.program, devices)
         self.transfer = transfer_for(transfer, wait=trace) if isinstance(transfer, str) else transfer
         self.trace = trace
-        self.cache = FragmentCache()
-        started = time.perf_counter()
-        self.programs: tuple[Program, ...] = tuple(
-            self.cache.compile(f, self.placements[self._stage(f)].devices) for f in self.program.fragments)
-        self.compile_seconds = time.perf_counter() - started
         self.instructions = order(self.program, self.schedule)
         self.frees = last_uses(self.program, self.instructions)
+        self.donated = donations(self.program, self.instructions, self.frees) if donate else {}
+        self.cache = FragmentCache(cache_dir=cache_dir)
+        started = time.perf_counter()
+        self.programs: tuple[Program, ...] = tuple(
+            self.cache.compile(f, self.placements[self._stage(f)].devices, donate=self.donated.get(k, ()))
+            for k, f in enumerate(self.program.fragments))
+        self.compile_seconds = time.perf_counter() - started
         wanted = self._consumer_shardings()
         # Values are moved and placed straight into the layout their first reader's
         # executable expects, so that launching it never reshards.
@@ -410,6 +447,7 @@ class PipelineExecutable:
             (wanted.get(ins.target) or self._named(ins.stage, ins.sharding)) if isinstance(ins, Move) else None
             for ins in self.instructions)
         self._reshard: dict[int, tuple[bool, ...]] = {}  # RUN index -> inputs to reshard
+        self._batches = _batches(self.instructions, batch_moves=not trace)
         self.last = StepStats()
 
     def _consumer_shardings(self) -> dict[Slot, NamedSharding]:
@@ -453,27 +491,29 @@ class PipelineExecutable:
         self.transfer.stats.clear()  # per step
         stats = StepStats()
         started = time.perf_counter()
-        for k, (ins, frees) in enumerate(zip(self.instructions, self.frees, strict=True)):
+        for first, last in self._batches:
             t0 = time.perf_counter() if self.trace else 0.0
+            ins = self.instructions[first]
             if isinstance(ins, Run):
-                outputs = self._launch(k, self.programs[ins.fragment], [env[s] for s in ins.inputs])
+                outputs = self._launch(first, self.programs[ins.fragment], [env[s] for s in ins.inputs])
                 env.update(zip(ins.outputs, outputs, strict=True))
                 stats.runs += 1
                 moved = 0
             else:
-                value = env[ins.source]
-                target = self.move_shardings[k]
-                assert target is not None
-                env[ins.target] = self.transfer.move(value, target)
-                stats.moves += 1
-                moved = value.nbytes
-            if self.trace:
+                moves = self.instructions[first:last]
+                values = [env[m.source] for m in moves]  # type: ignore[union-attr]
+                targets = self.move_shardings[first:last]
+                for m, out in zip(moves, self.transfer.move_many(values, targets), strict=True):  # type: ignore[arg-type]
+                    env[m.target] = out  # type: ignore[union-attr]
+                stats.moves += len(moves)
+                moved = sum(v.nbytes for v in values)
+            if self.trace:  # batches are single instructions then
                 jax.block_until_ready([env[s] for s in (ins.outputs if isinstance(ins, Run) else (ins.target,))])
-                name = self._event_name(ins)
-                mesh = ins.stage
-                stats.events.append(TraceEvent(mesh, name, t0 - started, time.perf_counter() - started, moved))
-            for s in frees:  # each slot holds its own array (moves make new ones)
-                env.pop(s).delete()
+                stats.events.append(TraceEvent(ins.stage, self._event_name(ins), t0 - started,
+                                               time.perf_counter() - started, moved))
+            for k in range(first, last):
+                for s in self.frees[k]:  # each slot holds its own array (moves make new ones)
+                    env.pop(s).delete()
         outputs = [env[s] for s in self.program.result_slots]
         jax.block_until_ready(outputs)
         stats.seconds = time.perf_counter() - started
@@ -497,11 +537,14 @@ class PipelineExecutable:
                 env[ins.target] = jax.block_until_ready(self.transfer.move(env[ins.source], target))
                 continue
             args = [env[s] for s in ins.inputs]
+            donated = set(self.donated.get(ins.fragment, ()))
             best = float("inf")
             outputs: list[jax.Array] = []
-            for _ in range(repeats):
+            for _ in range(repeats):  # a consumed input is given as a fresh copy, untimed
+                given = jax.block_until_ready([jax.device_put(a, a.sharding, may_alias=False) if i in donated else a
+                                               for i, a in enumerate(args)])
                 start = time.perf_counter()
-                outputs = jax.block_until_ready(self._launch(-1, self.programs[ins.fragment], args))
+                outputs = jax.block_until_ready(self._launch(-1, self.programs[ins.fragment], given))
                 best = min(best, time.perf_counter() - start)
             times.append(best)
             env.update(zip(ins.outputs, outputs, strict=True))
@@ -520,12 +563,7 @@ class PipelineExecutable:
         if any(flags):
             arrays = [jax.device_put(a, t) if f else a
                       for a, t, f in zip(arrays, program.input_shardings, flags, strict=True)]
-        results = program.executable.execute_sharded(arrays)
-        shards = results.disassemble_into_single_device_arrays()
-        return [
-            jax.make_array_from_single_device_arrays(spec.info.shape, target, per_device, dtype=spec.dtype)
-            for spec, target, per_device in zip(program.signature.results, program.output_shardings, shards, strict=True)
-        ]
+        return program.launch(arrays)
 
     def _event_name(self, ins: Instruction) -> str:
         u = ins.unit

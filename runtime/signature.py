@@ -115,6 +115,13 @@ def _donation(attrs: dict[str, ir.Attribute]) -> tuple[bool, int | None]:
     return (donor is not None and ir.BoolAttr(donor).value), None
 
 
+def mark_donated(module: ir.Module, indices: Sequence[int]) -> None:
+    """`jax.buffer_donor = true` on these arguments of @main: a run may consume them."""
+    func_op = main_func(module)
+    with module.context:
+        sharding.set_arg_attribute(func_op, indices, BUFFER_DONOR, ir.BoolAttr.get(True))
+
+
 def read_signature(module: ir.Module) -> Signature:
     """@main's arguments and results."""
     func_op = main_func(module)

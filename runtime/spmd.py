@@ -22,6 +22,9 @@ consumed array.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -35,7 +38,7 @@ import numpy as np
 from jax.extend.mlir import ir
 from jax.sharding import NamedSharding, PartitionSpec
 
-from alpa_mlir.dialect_utils import context, sharding
+from alpa_mlir.dialect_utils import context, jax_internals, sharding
 
 from . import collectives as collectives_lib
 from . import hlo_sharding
@@ -54,6 +57,10 @@ class CompileSettings:
 
     # Dump the HLO right after SPMD partitioning and count its collectives.
     count_collectives: bool = False
+    # Keep compiled executables in this folder across processes (serialized by the XLA
+    # client, one file per module text, devices, platform and jax version). Not used
+    # with count_collectives, which needs a real compile.
+    cache_dir: Path | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,6 +76,7 @@ class Program:
     input_descriptions: tuple[str, ...]  # each argument's sharding in words (summaries)
     compile_seconds: float
     collectives: collectives_lib.CollectiveStats | None = None  # with count_collectives
+    from_cache: bool = False  # read back from CompileSettings.cache_dir, not compiled
 
     @property
     def num_partitions(self) -> int:
@@ -108,17 +116,21 @@ class Program:
     def execute(self, arrays: Sequence[ArrayLike]) -> list[jax.Array]:
         """One run (inputs not placed yet are placed first); the outputs stay on the
         devices, computed, with the shardings in `output_shardings`."""
-        placed = self.place(arrays)
-        results = self.executable.execute_sharded(placed)
-        shards = results.disassemble_into_single_device_arrays()
-        outputs: list[jax.Array] = [
-            jax.make_array_from_single_device_arrays(spec.info.shape, target, list(per_device))
-            for spec, target, per_device in zip(
-                self.signature.results, self.output_shardings, shards, strict=True
-            )
-        ]
+        outputs = self.launch(self.place(arrays))
         jax.block_until_ready(outputs)
         return outputs
+
+    def launch(self, placed: Sequence[jax.Array]) -> list[jax.Array]:
+        """Start one run on arrays already placed as `input_shardings` says, without
+        waiting for it: the outputs are `jax.Array`s that become ready later."""
+        return self._results(self.executable.execute_sharded(list(placed)))
+
+    @functools.cached_property
+    def _results(self) -> jax_internals.ResultBuilder:
+        return jax_internals.ResultBuilder(
+            [spec.info.shape for spec in self.signature.results],
+            [spec.dtype for spec in self.signature.results],
+            self.output_shardings)
 
     def run(self, inputs: Sequence[ArrayLike]) -> list[np.ndarray]:
         """Place, execute, and gather the outputs to numpy."""
@@ -262,15 +274,22 @@ def compile_program(
     mesh = program_mesh(module, devices)
     text = _compile_text(module)
     backend = jax.extend.backend.get_backend()
+    shardy = kind is not ModuleKind.GSPMD
     with tempfile.TemporaryDirectory(prefix="alpa-run-dump-") as tmp:
         dump_dir = Path(tmp) if settings.count_collectives else None
+        cached = None if dump_dir is not None or settings.cache_dir is None else \
+            ExecutableCache(settings.cache_dir)
         start = time.perf_counter()
-        try:
-            executable = backend.compile_and_load(
-                text, list(mesh.devices), compile_options(mesh, dump_dir, shardy=kind is not ModuleKind.GSPMD)
-            )
-        except jax.errors.JaxRuntimeError as err:
-            raise CompileError(f"XLA could not compile the module: {err}") from None
+        options = compile_options(mesh, dump_dir, shardy=shardy)
+        executable = None if cached is None else cached.load(text, mesh, shardy, options)
+        loaded = executable is not None
+        if executable is None:
+            try:
+                executable = backend.compile_and_load(text, list(mesh.devices), options)
+            except jax.errors.JaxRuntimeError as err:
+                raise CompileError(f"XLA could not compile the module: {err}") from None
+            if cached is not None:
+                cached.store(text, mesh, shardy, executable)
         seconds = time.perf_counter() - start
         stats = collectives_lib.read_dump(dump_dir) if dump_dir is not None else None
 
@@ -296,7 +315,46 @@ def compile_program(
         input_descriptions=tuple(d for _, d in inputs),
         compile_seconds=seconds,
         collectives=stats,
+        from_cache=loaded,
     )
+
+
+@dataclass(frozen=True)
+class ExecutableCache:
+    """Compiled executables on disk: `<folder>/<sha256>.xla`, the key covering the
+    module text, the device ids and platform, the partitioner and the jax/jaxlib
+    versions. A file that cannot be read back is compiled again and overwritten."""
+
+    folder: Path
+
+    def path(self, text: str, mesh: DeviceMesh, shardy: bool) -> Path:
+        key = hashlib.sha256()
+        for part in (text, repr([(d.platform, d.id) for d in mesh.devices]), str(shardy),
+                     jax.__version__, jax.extend.backend.get_backend().platform_version):
+            key.update(part.encode())
+            key.update(b"\0")
+        return self.folder / f"{key.hexdigest()}.xla"
+
+    def load(self, text: str, mesh: DeviceMesh, shardy: bool, options: Any) -> Any | None:
+        path = self.path(text, mesh, shardy)
+        if not path.is_file():
+            return None
+        try:
+            return jax.extend.backend.get_backend().deserialize_executable(
+                path.read_bytes(), list(mesh.devices), options)
+        except (jax.errors.JaxRuntimeError, OSError, ValueError):
+            return None
+
+    def store(self, text: str, mesh: DeviceMesh, shardy: bool, executable: Any) -> None:
+        path = self.path(text, mesh, shardy)
+        try:
+            data = jax.extend.backend.get_backend().serialize_executable(executable)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_bytes(data)
+            partial.replace(path)  # atomic: a reader never sees half a file
+        except (jax.errors.JaxRuntimeError, OSError) as err:
+            raise CompileError(f"cannot write the compilation cache {self.folder}: {err}") from None
 
 
 @dataclass

@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=1,
                    help="MPMD pipeline: training steps, each step's updated parameters and "
                         "optimizer state (aliased outputs) fed to the next (default 1)")
+    p.add_argument("--cache-dir", default=None,
+                   help="MPMD pipeline: keep compiled fragments in this folder across runs")
+    p.add_argument("--no-donate", action="store_true",
+                   help="MPMD pipeline: fragments never consume their dead inputs' buffers")
     p.add_argument("--trace", default=None, help="MPMD pipeline: Chrome trace JSON of the last step")
     p.add_argument("--gantt", default=None, help="MPMD pipeline: Gantt chart (PNG) of the last step")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks")
@@ -297,9 +301,10 @@ def run_mpmd(args: argparse.Namespace, loaded: LoadedModule, out: TextIO) -> int
 
 
 def _pipeline_flags_only_for_mpmd(args: argparse.Namespace) -> None:
-    for flag, default in (("steps", 1), ("trace", None), ("gantt", None)):
+    for flag, default in (("steps", 1), ("trace", None), ("gantt", None), ("cache_dir", None),
+                          ("no_donate", False)):
         if getattr(args, flag) != default:
-            raise UsageError(f"--{flag} applies to MPMD modules run by the pipeline executor")
+            raise UsageError(f"--{flag.replace('_', '-')} applies to MPMD modules run by the pipeline executor")
 
 
 def run_pipeline(args: argparse.Namespace, loaded: LoadedModule, out: TextIO) -> int:
@@ -318,7 +323,8 @@ def run_pipeline(args: argparse.Namespace, loaded: LoadedModule, out: TextIO) ->
         raise UsageError(f"--devices {args.devices}: the program's stage meshes need {needed} devices")
     devices = ensure_local_devices(args.devices or needed)
     exe = PipelineExecutable(loaded.module, devices, schedule=args.schedule, transfer=args.transfer,
-                             trace=bool(args.trace or args.gantt))
+                             trace=bool(args.trace or args.gantt), donate=not args.no_donate,
+                             cache_dir=args.cache_dir)
     print(f"module: {loaded.name} (mpmd)", file=out)
     for p, mesh in zip(exe.placements, program.meshes, strict=True):
         axes = " ".join(f"{a.name}={a.size}" for a in mesh.axes) or "(no axes)"
@@ -326,8 +332,10 @@ def run_pipeline(args: argparse.Namespace, loaded: LoadedModule, out: TextIO) ->
         print(f"topology: {p.mesh_name} {axes} on devices [{ids}]", file=out)
     print(f"executor: pipeline ({exe.schedule.value}, {program.num_stages} stages, "
           f"{program.num_microbatches} microbatches, {len(exe.instructions)} instructions)", file=out)
-    print(f"fragments: {len(program.fragments)} ({exe.cache.stats.compiled} compiled), "
-          f"compile: {_ms(exe.compile_seconds)}", file=out)
+    donated = sum(len(p) for p in exe.donated.values())
+    from_disk = f", {exe.cache.stats.from_disk} from {args.cache_dir}" if exe.cache.stats.from_disk else ""
+    print(f"fragments: {len(program.fragments)} ({exe.cache.stats.compiled} compiled{from_disk}), "
+          f"compile: {_ms(exe.compile_seconds)}, {donated} fragment inputs donated", file=out)
     inputs = _inputs(args, exe.signature)
     aliases = {a.index: a.aliased_output for a in exe.signature.args if a.aliased_output is not None}
     state: list[Any] = list(inputs)

@@ -34,6 +34,17 @@
 // PIPE:      reference: flattened module on one device, 2 step(s)
 // PIPE:      reference check: PASS (3 outputs match)
 
+// --cache-dir keeps the compiled fragments: the second run reads them back from disk.
+// RUN: rm -rf %t.cache
+// RUN: alpa-run %s --cache-dir %t.cache --reference | filecheck %s --check-prefix=CACHE1
+// CACHE1: fragments: 9 (9 compiled), compile: {{[0-9.]+}} ms, {{[0-9]+}} fragment inputs donated
+// CACHE1: reference check: PASS (3 outputs match)
+// RUN: alpa-run %s --cache-dir %t.cache --reference | filecheck %s --check-prefix=CACHE2
+// CACHE2: fragments: 9 (9 compiled, 9 from {{.*}}.cache), compile: {{[0-9.]+}} ms
+// CACHE2: reference check: PASS (3 outputs match)
+// RUN: not alpa-run %s --executor sequential --cache-dir %t.cache 2>&1 | filecheck %s --check-prefix=SEQCACHE
+// SEQCACHE: alpa-run: error: --cache-dir applies to MPMD modules run by the pipeline executor
+
 // Outputs go to an npz as out0..out2.
 // RUN: alpa-run %s --seed 3 --outputs %t.out.npz | filecheck %s --check-prefix=OUTPUTS
 // OUTPUTS: outputs: 3 written to {{.*}}.out.npz

@@ -218,3 +218,40 @@ def test_trace_and_gantt(tmp_path) -> None:  # type: ignore[no-untyped-def]
     png = tmp_path / "gantt.png"
     gantt(events, exe.program.mesh_names, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_dead_inputs_are_donated_and_consumed() -> None:
+    """Fragments consume inputs dead after them (gradient accumulators, activations,
+    moved copies), never the step's arguments; the step still equals one device's."""
+    text = pipelined("gpt", 4, *MANUAL_2)
+    exe = executable(text, "1f1b")
+    assert exe.donated, "a pipelined GPT step has dead fragment inputs"
+    arg_slots = set(exe.program.arg_slots)
+    for ins in exe.instructions:
+        if isinstance(ins, Run):
+            for i in exe.donated.get(ins.fragment, ()):
+                assert ins.inputs[i] not in arg_slots
+    inputs = exe.place(example_inputs("gpt", "tiny", seed=0))
+    got = [np.asarray(x) for x in exe.step(inputs)]
+    assert not any(x.is_deleted() for x in inputs)  # the caller's arrays survive
+    kept = PipelineExecutable(parse_module(text, make_context()), jax.devices()[:8], donate=False)
+    assert not kept.donated
+    report = compare_outputs(got, kept.run(inputs), Tolerance(rtol=0, atol=0))
+    assert report.passed, report.summary_line()
+
+
+def test_persistent_fragment_cache(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    text = pipelined("mlp", 2, *AUTO)
+    first = PipelineExecutable(parse_module(text, make_context()), jax.devices()[:8], cache_dir=tmp_path)
+    assert first.cache.stats.compiled > 0 and first.cache.stats.from_disk == 0
+    assert len(list(tmp_path.glob("*.xla"))) == first.cache.stats.compiled
+    again = PipelineExecutable(parse_module(text, make_context()), jax.devices()[:8], cache_dir=tmp_path)
+    assert again.cache.stats.from_disk == again.cache.stats.compiled == first.cache.stats.compiled
+    inputs = example_inputs("mlp", "tiny", seed=0)
+    report = compare_outputs(again.run(inputs), first.run(inputs), Tolerance(rtol=0, atol=0))
+    assert report.passed, report.summary_line()
+    for f in tmp_path.glob("*.xla"):  # a damaged file is compiled again, not trusted
+        f.write_bytes(b"not an executable")
+    third = PipelineExecutable(parse_module(text, make_context()), jax.devices()[:8], cache_dir=tmp_path)
+    assert third.cache.stats.from_disk == 0
+    assert compare_outputs(third.run(inputs), first.run(inputs), Tolerance()).passed

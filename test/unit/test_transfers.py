@@ -220,3 +220,23 @@ def test_transfer_for() -> None:
         assert isinstance(transfer, Transfer) and transfer.kind is kind
     with pytest.raises(ValueError, match=r"unknown transfer kind 'nccl'.*'device-put'"):
         transfer_for("nccl")
+
+
+@pytest.mark.parametrize("kind", list(TransferKind))
+def test_move_many_equals_moves_one_by_one(meshes: tuple[Mesh, Mesh], kind: TransferKind) -> None:
+    """A batch mixes arrays with and without a local all-gather split; each output is
+    the moved input in order, with one record (and its bytes) per array."""
+    a, b = meshes
+    arrays = [_array(shape, dtype, NamedSharding(a, src)) for shape, dtype, src, _ in CASES.values()]
+    dsts = [NamedSharding(b, dst) for _, _, _, dst in CASES.values()]
+    batched, single = transfer_for(kind), transfer_for(kind)
+    outs = batched.move_many(arrays, dsts)
+    assert len(outs) == len(arrays)
+    for out, x, dst in zip(outs, arrays, dsts, strict=True):
+        _check_moved(out, x, dst)
+        single.move(x, dst)
+    assert batched.stats.count == len(arrays)
+    assert (batched.stats.bytes_crossed, batched.stats.bytes_inside) == (
+        single.stats.bytes_crossed, single.stats.bytes_inside)
+    assert batched.stats.count_by_kind() == single.stats.count_by_kind()
+    assert batched.move_many([], []) == []
