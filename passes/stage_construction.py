@@ -22,6 +22,7 @@ from .inline_calls import inlined_main
 from .layer_construction import LAYER_ATTR, NUM_LAYERS_ATTR
 from .pass_base import Pass, PassContext
 from .pipeshard.fragments import FragmentError, mesh_name, write_mpmd
+from .pipeshard.remat import rematerialize
 from .pipeshard.stage_cost import AXES, LayerCostModel
 from .pipeshard.stage_dp import (
     Cluster,
@@ -78,7 +79,9 @@ class StageConstructionPass(Pass):
     auto-sharding ILP (pipeshard.stage_cost; identical layers solved once) and the 1F1B
     (or GPipe) memory limit of the cluster's devices; stages=uniform splits the layers
     evenly over num-stages equal submeshes; stages=manual takes layer-ranges,
-    stage-submeshes and stage-logical-shapes.
+    stage-submeshes and stage-logical-shapes. remat=true recomputes each layer's forward
+    inside its backward fragment (pipeshard.remat: a stage keeps only its layers' inputs
+    per microbatch in flight), and the DP costs stages that way.
     """
 
     NAME: ClassVar[str] = "alpa-stage-construction"
@@ -101,6 +104,8 @@ class StageConstructionPass(Pass):
     time_limit: float = field(default=30.0, metadata={"help": "seconds per layer ILP"})
     batch_args: tuple[int, ...] = field(default=(), metadata={"help": "batch arguments (default: not donated)"})
     allow_per_microbatch_statistics: bool = field(default=False, metadata={"help": "accept batch statistics"})
+    remat: bool = field(
+        default=False, metadata={"help": "recompute each layer's forward in its backward (keep only layer inputs)"})
     shard_stages: bool = field(
         default=True, metadata={"help": "auto-shard each fragment on its stage's logical mesh"})
     report: str = field(default="", metadata={"help": "write the plan as JSON to this file"})
@@ -123,11 +128,12 @@ class StageConstructionPass(Pass):
         micro = FunctionGraph(step.function)
         params = {k: 1 for k, v in enumerate(split.inputs[:step.num_inputs])
                   if v.is_argument and v.index in donated_args(main)}
-        costs = LayerCostModel(micro, num_layers, spec, state, params, self.time_limit)
+        costs = LayerCostModel(micro, num_layers, spec, state, params, self.time_limit, remat=self.remat)
         memory = self.memory_limit if self.memory_limit is not None else spec.memory_bytes
         plan, dp_seconds = self._plan(ctx, main, cluster, costs, num_layers, memory)
         stage_of_layer = [k for k, s in enumerate(plan.stages) for _ in range(s.layer_start, s.layer_end + 1)]
         meshes = [S.Mesh.from_shape(tuple(s.logical_shape), AXES) for s in plan.stages]
+        recomputed = rematerialize(step.function) if self.remat else 0
         try:
             summary = write_mpmd(module, main, step, stage_of_layer, meshes)
         except FragmentError as e:
@@ -138,6 +144,7 @@ class StageConstructionPass(Pass):
             sharded = shard_stages(module, logical, spec.peak_flops, self.time_limit)
         data = self._report(spec, plan, costs, memory, summary.fragments, summary.transfers,
                             dp_seconds, time.perf_counter() - started)
+        data["remat"] = {"enabled": self.remat, "recomputed_ops": recomputed}
         if sharded is not None:
             data["stage_sharding"] = {"fragments": sharded.fragments, "constraints": sharded.constraints}
         with module.context:

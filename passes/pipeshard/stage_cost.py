@@ -7,9 +7,15 @@ t(i..j, submesh, (dp, mp)) = sum over layers l in i..j of the optimum of the aut
 ILP of layer l's forward and backward ops alone, on the logical mesh (dp, mp) of the
 cluster (its objective is compute time -- FLOPs / device peak, divided over the devices
 an op's output is split across -- plus the collectives' alpha-beta time). Memory per
-device: the layer's parameters (and optimizer state, split like its parameter) as the
-ILP lays them out; activations = the layer's forward values that backward ops read,
+device: the layer's parameters (and optimizer state, split like its parameters by bytes)
+as the ILP lays them out, and the gradient accumulators (inputs only backward ops read);
+activations = the layer's forward values and forward inputs that backward ops read,
 stashed per microbatch in flight; temporaries = the ILP's peak live bytes.
+
+With rematerialization (`remat`, pipeshard.remat): activations = the layer's inputs
+that forward ops read from outside the layer, parameters aside (what a stage then keeps
+per microbatch), and the latency adds the layer's forward compute (recomputed before the
+backward; the forward's collectives are not charged twice).
 
 Approximation, on purpose: layers are costed alone, so the resharding between two layers
 of the same stage is not charged (Alpa profiles whole ranges instead). That makes the
@@ -49,6 +55,8 @@ class LayerCost:
     param_bytes: float
     activation_bytes: float
     temp_bytes: float
+    input_bytes: float = 0.0  # activations under remat: the layer's non-parameter inputs
+    forward_compute: float = 0.0  # the forward ops' share of `compute`
 
     @property
     def communication(self) -> float:
@@ -67,7 +75,7 @@ class LayerCostModel:
 
     def __init__(self, micro: FunctionGraph, num_layers: int, cluster: ClusterSpec,
                  state_bytes: Mapping[int, float], param_inputs: Mapping[int, int],
-                 time_limit: float = 30.0) -> None:
+                 time_limit: float = 30.0, remat: bool = False) -> None:
         """`state_bytes[l]`: optimizer-state bytes that follow layer l's parameters;
         `param_inputs`: micro-function argument index -> 1 for parameters."""
         self.micro = micro
@@ -76,6 +84,7 @@ class LayerCostModel:
         self.state_bytes = state_bytes
         self.param_inputs = param_inputs
         self.time_limit = time_limit
+        self.remat = remat
         self.stats = CostStats()
         self._layers = _layer_ops(micro, num_layers)
         self._keys: dict[int, str] = {}
@@ -105,11 +114,20 @@ class LayerCostModel:
         return cost
 
     def compute(self, first: int, last: int, shape: tuple[int, int]) -> float:
-        """The compute part of t(first..last) on `shape`."""
-        return sum(self.layer(k, shape).compute for k in range(first, last + 1))
+        """The compute part of t(first..last) on `shape` (the recomputed forward included
+        under remat)."""
+        return sum(c.compute + (c.forward_compute if self.remat else 0.0)
+                   for c in (self.layer(k, shape) for k in range(first, last + 1)))
 
     def stage(self, first: int, last: int, submesh: SubmeshShape, shape: tuple[int, int]) -> StageCost:
         costs = [self.layer(k, shape) for k in range(first, last + 1)]
+        if self.remat:
+            return StageCost(
+                latency=sum(c.latency + c.forward_compute for c in costs),
+                param_bytes=sum(c.param_bytes for c in costs),
+                activation_bytes=sum(c.input_bytes for c in costs),
+                temp_bytes=max(c.temp_bytes for c in costs),
+            )
         return StageCost(
             latency=sum(c.latency for c in costs),
             param_bytes=sum(c.param_bytes for c in costs),
@@ -166,16 +184,26 @@ class LayerCostModel:
         solution = solve(problem.to_problem(sg, [], None), SolverOptions(time_limit=self.time_limit))
         choices = solution.choices
         params = 0.0
-        split = []
+        param_total = 0.0
+        phases = [_phase(self.micro, i) for i in self._layers[layer]]
+        inputs = activations = resident = 0.0
         for arg, v in zip(graph.args, outside, strict=True):
             if v.is_argument and v.index in self.param_inputs:
-                pieces = shard_count(sg.output_spec(arg, choices), mesh)
-                params += arg.info.nbytes / pieces
-                split.append(pieces)
-        mean_split = (sum(split) / len(split)) if split else 1.0
-        params += self.state_bytes.get(layer, 0.0) / mean_split
-        activations = 0.0
-        phases = [_phase(self.micro, i) for i in self._layers[layer]]
+                params += arg.info.nbytes / shard_count(sg.output_spec(arg, choices), mesh)
+                param_total += arg.info.nbytes
+                continue
+            held = arg.info.nbytes / shard_count(sg.output_spec(arg, choices), mesh)
+            read = {phases[u.index] == "forward" for u, _ in graph.users(arg)}
+            if True in read:  # an input of the forward (a batch slice, an activation)
+                inputs += held
+                if False in read:  # ... that the backward reads too: kept till then
+                    activations += held
+            elif v.is_argument:  # an argument only the backward reads: an accumulator
+                resident += held
+        # The optimizer state is split like the parameters it follows: by the same
+        # fraction of bytes (small replicated vectors do not dilute a large split).
+        fraction = params / param_total if param_total else 1.0
+        params += self.state_bytes.get(layer, 0.0) * fraction + resident
         for node, phase in zip(graph.ops, phases, strict=True):
             if phase != "forward":
                 continue
@@ -183,11 +211,14 @@ class LayerCostModel:
                 if any(_phase(self.micro, self._layers[layer][u.index]) != "forward"
                        for u, _ in graph.users(r)) or graph.result_positions(r):
                     activations += r.info.nbytes / shard_count(sg.output_spec(r, choices), mesh)
-        compute = sum(
-            ctx.compute_cost(node.op, node.strategies[choices[node.index]].outputs)
+        op_compute = {
+            node.op.index: ctx.compute_cost(node.op, node.strategies[choices[node.index]].outputs)
             for node in sg.nodes if node.op is not None
-        )
-        return LayerCost(solution.objective, compute, params, activations, problem.peak_bytes(sg, choices))
+        }
+        compute = sum(op_compute.values())
+        forward = sum(c for k, c in op_compute.items() if phases[k] == "forward")
+        return LayerCost(solution.objective, compute, params, activations, problem.peak_bytes(sg, choices),
+                         input_bytes=inputs, forward_compute=forward)
 
 
 def _phase(graph: FunctionGraph, op: int) -> str:
