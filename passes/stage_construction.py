@@ -133,17 +133,20 @@ class StageConstructionPass(Pass):
         plan, dp_seconds = self._plan(ctx, main, cluster, costs, num_layers, memory)
         stage_of_layer = [k for k, s in enumerate(plan.stages) for _ in range(s.layer_start, s.layer_end + 1)]
         meshes = [S.Mesh.from_shape(tuple(s.logical_shape), AXES) for s in plan.stages]
+        planned = time.perf_counter()
         recomputed = rematerialize(step.function) if self.remat else 0
         try:
             summary = write_mpmd(module, main, step, stage_of_layer, meshes)
         except FragmentError as e:
             ctx.fail(str(e), e.location)
+        written = time.perf_counter()
         sharded = None
         if self.shard_stages:
             logical = {mesh_name(k): costs.mesh(s.logical_shape) for k, s in enumerate(plan.stages)}
             sharded = shard_stages(module, logical, spec.peak_flops, self.time_limit)
         data = self._report(spec, plan, costs, memory, summary.fragments, summary.transfers,
                             dp_seconds, time.perf_counter() - started)
+        data["timing"].update(write_s=written - planned, shard_stages_s=time.perf_counter() - written)
         data["remat"] = {"enabled": self.remat, "recomputed_ops": recomputed}
         if sharded is not None:
             data["stage_sharding"] = {"fragments": sharded.fragments, "constraints": sharded.constraints}
