@@ -58,10 +58,6 @@ class ResultBuilder:
         self.shardings = list(shardings)
         self.handlers = _private_handlers(self.shapes, self.dtypes, self.shardings)
 
-    @property
-    def fast(self) -> bool:
-        return self.handlers is not None
-
     def __call__(self, results: Any) -> list[jax.Array]:
         if self.handlers is not None:
             return list(results.consume_with_handlers(self.handlers))

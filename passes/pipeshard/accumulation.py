@@ -40,6 +40,20 @@ NUM_MICROBATCHES_ATTR = "alpa.num_microbatches"
 MICROBATCH_ATTR = "alpa.microbatch"
 KIND_ATTR = "alpa.kind"
 LAYER_ATTR = "alpa.layer"
+PHASE_ATTR = "alpa.phase"
+
+
+def phase_of(node: OpNode) -> str:
+    """An op's `alpa.phase` (forward, backward or apply); ops without one (created by a
+    rewrite after layer construction) count as backward."""
+    attrs = node.op.attributes
+    return str(ir.StringAttr(attrs[PHASE_ATTR]).value) if PHASE_ATTR in attrs else "backward"
+
+
+def layer_of(node: OpNode) -> int | None:
+    """An op's `alpa.layer`, if it has one."""
+    attrs = node.op.attributes
+    return int(ir.IntegerAttr(attrs[LAYER_ATTR]).value) if LAYER_ATTR in attrs else None
 
 
 @dataclass(frozen=True)
@@ -127,7 +141,7 @@ def _copy_layer(source: ir.Operation | None, *targets: ir.Operation) -> None:
     """New ops belong to the layer (and phase) of the op they serve."""
     if source is None:
         return
-    for name in (LAYER_ATTR, "alpa.phase"):
+    for name in (LAYER_ATTR, PHASE_ATTR):
         if name in source.attributes:
             for t in targets:
                 t.attributes[name] = source.attributes[name]

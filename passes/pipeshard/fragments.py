@@ -32,11 +32,10 @@ from alpa_mlir.dialect_utils import sharding as S
 from alpa_mlir.dialect_utils.graph import FunctionGraph, OpNode, ValueNode
 
 from ..inline_calls import remap_operands
-from .accumulation import KIND_ATTR, LAYER_ATTR, MICROBATCH_ATTR, SplitStep
+from .accumulation import KIND_ATTR, LAYER_ATTR, MICROBATCH_ATTR, SplitStep, phase_of
 from .step_analysis import op_inputs
 
 TOPOLOGY_ATTR = "topology"
-PHASE_ATTR = "alpa.phase"
 FORWARD, BACKWARD, APPLY, PROLOGUE = "forward", "backward", "apply", "prologue"
 MICROBATCHES, ACCUMULATORS = "microbatches", "accumulators"
 
@@ -120,8 +119,8 @@ class _Writer:
     def _items(self, graph: FunctionGraph, is_main: bool) -> list[_Item]:
         if is_main:
             return self._main_items(graph)
-        forward = [n for n in graph.ops if self._phase(n) == FORWARD]
-        backward = [n for n in graph.ops if self._phase(n) != FORWARD]
+        forward = [n for n in graph.ops if phase_of(n) == FORWARD]
+        backward = [n for n in graph.ops if phase_of(n) != FORWARD]
         items = _group(graph, forward, lambda n: (self._stage(n), FORWARD), reverse=False)
         tail = _group(graph, backward, lambda n: (self._stage(n), BACKWARD), reverse=True)
         for item in tail:
@@ -155,10 +154,6 @@ class _Writer:
                 if item.kind in ("call", APPLY):
                     after_calls.add(r.value)
         return items
-
-    def _phase(self, node: OpNode) -> str:
-        attrs = node.op.attributes
-        return str(ir.StringAttr(attrs[PHASE_ATTR]).value) if PHASE_ATTR in attrs else BACKWARD
 
     def _kind_and_stage(self, node: OpNode, reads: Sequence[ValueNode],
                         after_calls: set[ir.Value], first_use: Mapping[ir.Value, int]) -> tuple[str, int]:

@@ -14,12 +14,14 @@ checkpointing at layer boundaries, `remat_mode="fine_grained_remat"`), at the pr
 running each layer's forward twice. `stage_cost` charges exactly that (activation bytes
 = the layer's inputs, latency + the forward compute).
 
-Algorithm: for every use of a value v by a non-forward op B, where v's producer is a
-forward op of B's layer, replace the use by clone(v); clone(v) clones v's producer
-after cloning its operands the same way (operands from other layers, from the function's
-arguments or from non-forward ops are used as they are), memoized per layer, each clone
-inserted before the first op that needs it. Program order is kept: a clone's operands
-are the originals' (which come earlier) or earlier clones.
+Algorithm: walk the non-forward ops in program order; at the first use (at any depth
+of the op's regions) of a forward value v of the op's own layer that has no copy yet,
+clone the part of the layer's forward that v depends on and that is not copied yet (its
+ancestors through forward ops of the same layer), in program order, right before that
+op; operands from other layers, from the function's arguments or from non-forward ops
+are used as they are. Copies are kept per layer, so each forward op is cloned at most
+once. Program order holds: a clone's operands are originals (which come earlier) or
+earlier clones.
 """
 
 from __future__ import annotations
@@ -29,64 +31,58 @@ from jax.extend.mlir import ir
 from alpa_mlir.dialect_utils.graph import FunctionGraph, OpNode
 
 from ..inline_calls import remap_operands
-from .accumulation import LAYER_ATTR
+from .accumulation import PHASE_ATTR, layer_of, phase_of
 
-PHASE_ATTR = "alpa.phase"
 FORWARD = "forward"
-
-
-def _phase(node: OpNode) -> str:
-    attrs = node.op.attributes
-    return str(ir.StringAttr(attrs[PHASE_ATTR]).value) if PHASE_ATTR in attrs else "backward"
-
-
-def _layer(node: OpNode) -> int | None:
-    attrs = node.op.attributes
-    return int(ir.IntegerAttr(attrs[LAYER_ATTR]).value) if LAYER_ATTR in attrs else None
 
 
 def rematerialize(function: ir.Operation) -> int:
     """Rewrite `function` in place (module docstring); returns the number of ops cloned."""
     graph = FunctionGraph(function)
-    recomputable = {r.value: node for node in graph.ops if _phase(node) == FORWARD
-                    for r in node.results}
-    clones: dict[tuple[int, ir.Value], ir.Value] = {}  # (layer, original) -> recomputed
+    producer: dict[ir.Value, OpNode] = {r.value: node for node in graph.ops if phase_of(node) == FORWARD
+                                        for r in node.results}
+    copies: dict[tuple[int, ir.Value], ir.Value] = {}  # (layer, original) -> recomputed
     cloned = 0
+
+    def own(v: ir.Value, layer: int) -> OpNode | None:
+        """v's producer if v is a forward value of `layer`."""
+        node = producer.get(v)
+        return node if node is not None and layer_of(node) == layer else None
 
     def recompute(v: ir.Value, layer: int, before: ir.Operation) -> ir.Value:
         nonlocal cloned
-        key = (layer, v)
-        if key in clones:
-            return clones[key]
-        producer = recomputable[v]
-        mapping: dict[ir.Value, ir.Value] = {}
-        for operand in [*producer.operands, *graph.captured(producer)]:
-            if _needs_copy(operand.value, layer):
-                mapping[operand.value] = recompute(operand.value, layer, before)
-        with function.context:
-            clone = producer.op.clone(ir.InsertionPoint(before))
-            clone.attributes[PHASE_ATTR] = ir.StringAttr.get("backward")
-        remap_operands(clone, mapping)
-        cloned += 1
-        for old, new in zip(producer.results, clone.results, strict=True):
-            clones[(layer, old.value)] = new
-        return clones[key]
-
-    def _needs_copy(v: ir.Value, layer: int) -> bool:
-        producer = recomputable.get(v)
-        return producer is not None and _layer(producer) == layer
+        needed: dict[int, OpNode] = {}  # op index -> op, the uncopied cone of v
+        stack = [v]
+        while stack:
+            value = stack.pop()
+            node = own(value, layer)
+            if node is None or (layer, value) in copies or node.index in needed:
+                continue
+            needed[node.index] = node
+            stack.extend(u.value for u in [*node.operands, *graph.captured(node)])
+        for index in sorted(needed):
+            node = needed[index]
+            mapping = {u.value: copies[(layer, u.value)] for u in [*node.operands, *graph.captured(node)]
+                       if (layer, u.value) in copies}
+            with function.context:
+                clone = node.op.clone(ir.InsertionPoint(before))
+                clone.attributes[PHASE_ATTR] = ir.StringAttr.get("backward")
+            remap_operands(clone, mapping)
+            cloned += 1
+            for old, new in zip(node.results, clone.results, strict=True):
+                copies[(layer, old.value)] = new
+        return copies[(layer, v)]
 
     for node in graph.ops:
-        layer = _layer(node)
-        if _phase(node) == FORWARD or layer is None:
+        layer = layer_of(node)
+        if phase_of(node) == FORWARD or layer is None:
             continue
-        op = node.op
 
-        def visit(inner: ir.Operation, layer: int = layer, top: ir.Operation = op) -> ir.WalkResult:
+        def visit(inner: ir.Operation, layer: int = layer, top: ir.Operation = node.op) -> ir.WalkResult:
             for i, v in enumerate(inner.operands):
-                if _needs_copy(v, layer):
+                if own(v, layer) is not None:
                     inner.operands[i] = recompute(v, layer, top)
             return ir.WalkResult.ADVANCE
 
-        op.walk(visit)
+        node.op.walk(visit)
     return cloned

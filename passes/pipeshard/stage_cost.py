@@ -41,7 +41,7 @@ from ..sharding.ilp import SolverOptions, solve
 from ..sharding.mesh import LogicalMesh
 from ..sharding.spec import shard_count
 from ..sharding.strategy import Options, RuleContext
-from .accumulation import LAYER_ATTR
+from .accumulation import LAYER_ATTR, PHASE_ATTR, layer_of, phase_of
 from .stage_dp import StageCost, SubmeshShape
 from .step_analysis import op_inputs
 
@@ -55,8 +55,6 @@ class LayerCost:
     param_bytes: float
     activation_bytes: float
     temp_bytes: float
-    input_bytes: float = 0.0  # activations under remat: the layer's non-parameter inputs
-    forward_compute: float = 0.0  # the forward ops' share of `compute`
 
     @property
     def communication(self) -> float:
@@ -114,20 +112,11 @@ class LayerCostModel:
         return cost
 
     def compute(self, first: int, last: int, shape: tuple[int, int]) -> float:
-        """The compute part of t(first..last) on `shape` (the recomputed forward included
-        under remat)."""
-        return sum(c.compute + (c.forward_compute if self.remat else 0.0)
-                   for c in (self.layer(k, shape) for k in range(first, last + 1)))
+        """The compute part of t(first..last) on `shape`."""
+        return sum(self.layer(k, shape).compute for k in range(first, last + 1))
 
     def stage(self, first: int, last: int, submesh: SubmeshShape, shape: tuple[int, int]) -> StageCost:
         costs = [self.layer(k, shape) for k in range(first, last + 1)]
-        if self.remat:
-            return StageCost(
-                latency=sum(c.latency + c.forward_compute for c in costs),
-                param_bytes=sum(c.param_bytes for c in costs),
-                activation_bytes=sum(c.input_bytes for c in costs),
-                temp_bytes=max(c.temp_bytes for c in costs),
-            )
         return StageCost(
             latency=sum(c.latency for c in costs),
             param_bytes=sum(c.param_bytes for c in costs),
@@ -164,7 +153,7 @@ class LayerCostModel:
             for i in ops:
                 clone = graph.ops[i].op.clone(ip)
                 remap_operands(clone, mapping)
-                for name in (LAYER_ATTR, "alpa.phase"):
+                for name in (LAYER_ATTR, PHASE_ATTR):
                     if name in clone.attributes:
                         del clone.attributes[name]
                 for old, new in zip(graph.ops[i].results, clone.results, strict=True):
@@ -185,7 +174,7 @@ class LayerCostModel:
         choices = solution.choices
         params = 0.0
         param_total = 0.0
-        phases = [_phase(self.micro, i) for i in self._layers[layer]]
+        phases = [phase_of(self.micro.ops[i]) for i in self._layers[layer]]
         inputs = activations = resident = 0.0
         for arg, v in zip(graph.args, outside, strict=True):
             if v.is_argument and v.index in self.param_inputs:
@@ -208,30 +197,24 @@ class LayerCostModel:
             if phase != "forward":
                 continue
             for r in node.results:
-                if any(_phase(self.micro, self._layers[layer][u.index]) != "forward"
-                       for u, _ in graph.users(r)) or graph.result_positions(r):
+                if any(phases[u.index] != "forward" for u, _ in graph.users(r)) or graph.result_positions(r):
                     activations += r.info.nbytes / shard_count(sg.output_spec(r, choices), mesh)
         op_compute = {
             node.op.index: ctx.compute_cost(node.op, node.strategies[choices[node.index]].outputs)
             for node in sg.nodes if node.op is not None
         }
         compute = sum(op_compute.values())
-        forward = sum(c for k, c in op_compute.items() if phases[k] == "forward")
-        return LayerCost(solution.objective, compute, params, activations, problem.peak_bytes(sg, choices),
-                         input_bytes=inputs, forward_compute=forward)
-
-
-def _phase(graph: FunctionGraph, op: int) -> str:
-    attrs = graph.ops[op].op.attributes
-    return str(ir.StringAttr(attrs["alpa.phase"]).value) if "alpa.phase" in attrs else "backward"
+        latency, peak = solution.objective, problem.peak_bytes(sg, choices)
+        if self.remat:  # the forward runs again before the backward; only inputs are kept
+            forward = sum(c for k, c in op_compute.items() if phases[k] == "forward")
+            return LayerCost(latency + forward, compute + forward, params, inputs, peak)
+        return LayerCost(latency, compute, params, activations, peak)
 
 
 def _layer_ops(graph: FunctionGraph, num_layers: int) -> list[list[int]]:
     layers: list[list[int]] = [[] for _ in range(num_layers)]
     for node in graph.ops:
-        attrs = node.op.attributes
-        if LAYER_ATTR in attrs:
-            k = int(ir.IntegerAttr(attrs[LAYER_ATTR]).value)
-            if 0 <= k < num_layers:
-                layers[k].append(node.index)
+        k = layer_of(node)
+        if k is not None and 0 <= k < num_layers:
+            layers[k].append(node.index)
     return layers

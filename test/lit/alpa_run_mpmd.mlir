@@ -42,6 +42,10 @@
 // RUN: alpa-run %s --cache-dir %t.cache --reference | filecheck %s --check-prefix=CACHE2
 // CACHE2: fragments: 9 (9 compiled, 9 from {{.*}}.cache), compile: {{[0-9.]+}} ms
 // CACHE2: reference check: PASS (3 outputs match)
+// --no-donate: no fragment consumes an input, and the run still matches.
+// RUN: alpa-run %s --no-donate --reference | filecheck %s --check-prefix=NODONATE
+// NODONATE: fragments: 9 (9 compiled), compile: {{[0-9.]+}} ms, 0 fragment inputs donated
+// NODONATE: reference check: PASS (3 outputs match)
 // RUN: not alpa-run %s --executor sequential --cache-dir %t.cache 2>&1 | filecheck %s --check-prefix=SEQCACHE
 // SEQCACHE: alpa-run: error: --cache-dir applies to MPMD modules run by the pipeline executor
 

@@ -255,3 +255,13 @@ def test_persistent_fragment_cache(tmp_path) -> None:  # type: ignore[no-untyped
     third = PipelineExecutable(parse_module(text, make_context()), jax.devices()[:8], cache_dir=tmp_path)
     assert third.cache.stats.from_disk == 0
     assert compare_outputs(third.run(inputs), first.run(inputs), Tolerance()).passed
+
+
+def test_unwritable_cache_dir_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from alpa_mlir.runtime.errors import CompileError
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with pytest.raises(CompileError, match="cannot write the compilation cache"):
+        PipelineExecutable(parse_module(pipelined("mlp", 2, *AUTO), make_context()), jax.devices()[:8],
+                           cache_dir=blocker)

@@ -176,3 +176,21 @@ def test_stages_are_sharded_on_their_meshes() -> None:
 def test_unsharded_stages_option() -> None:
     out = pipeline(exported("mlp"), f"alpa-pipeshard{{{CLUSTER} layers=2 shard-stages=false}}")
     assert "sharding_constraint" not in out and "sharding=<" not in out
+
+
+def test_stage_memory_counts_parameters_optimizer_state_and_gradient_sums(tmp_path: Path) -> None:
+    """One stage on one device splits nothing: its resident bytes are the step's donated
+    arguments (parameters, Adam's moments, the step count) plus one gradient accumulator
+    per parameter."""
+    from alpa_mlir.models.registry import get_model
+    from alpa_mlir.runtime.signature import read_signature
+
+    spec = get_model("mlp")
+    param_bytes = 4 * spec.num_params(spec.config("tiny"))
+    donated = sum(a.info.nbytes for a in read_signature(parse_module(exported("mlp"), make_context())).args
+                  if a.donated)
+    report = tmp_path / "plan.json"
+    pipeline(exported("mlp"), "alpa-pipeshard{devices=1x1 layers=2 num-microbatches=2 stages=manual "
+                              f"layer-ranges=0-1 stage-submeshes=1x1 stage-logical-shapes=1x1 report={report}}}")
+    (stage,) = json.loads(report.read_text())["stages"]
+    assert stage["param_bytes"] == donated + param_bytes
