@@ -6,6 +6,9 @@
 - `types`: tensor shapes, element types, byte sizes.
 - `graph`: a typed, read-only view of a function (ops, values, users, decoded attributes).
 - `flops`: floating-point operation counts per op.
+- `op_factors`: how an op's dims relate: Shardy's op sharding rules as values (factors,
+  reductions, ...), with our rules for the ops Shardy has none for.
+- `control_flow`: static trip counts of `while` loops and the names of data-flow ops.
 - `sharding`: Shardy meshes and shardings as Python value types, read from and written to IR.
 - `mpmd`: reading Shardy MPMD programs (topology, mesh tensors, fragments, calls) and
   flattening them into one plain function.

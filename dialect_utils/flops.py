@@ -2,7 +2,8 @@
 
 - dot_general: 2 x (batch x lhs-free x contracting x rhs-free) elements
 - convolution: 2 x output elements x (kernel elements / output features)
-- elementwise (incl. transcendental, compare, select, convert): 1 per result element
+- elementwise (incl. transcendental, compare, select, convert, and the elementwise
+  `chlo` ops such as `chlo.square`): 1 per result element
 - reduce / reduce_window: 1 per input element reduced (per window element)
 - data movement (reshape, transpose, broadcast, slice, pad, concatenate, gather, ...): 0
 - ops with regions (while, case, call bodies): the FLOPs of the ops nested inside,
@@ -16,6 +17,7 @@ import math
 from jax.extend.mlir import ir
 
 from .graph import OpNode, decode_int_array
+from .op_factors import elementwise_chlo
 from .types import tensor_info
 
 ELEMENTWISE = frozenset(
@@ -40,7 +42,7 @@ def operation_flops(op: ir.Operation) -> int:
         return _dot_flops(op)
     if name == "stablehlo.convolution":
         return _conv_flops(op)
-    if name in ELEMENTWISE:
+    if name in ELEMENTWISE or (name.startswith("chlo.") and elementwise_chlo(op)):
         return sum(_elements(r.type) for r in op.results)
     if name == "stablehlo.reduce":
         n_inputs = len(op.operands) // 2

@@ -157,11 +157,19 @@ TERMINATORS = frozenset(("func.return", "mpmd.return", "stablehlo.return", "sdy.
 class FunctionGraph:
     """Read-only view of a `func.func` (or any single-block body, such as an
     `mpmd.fragment`'s): arguments, top-level ops (without the terminator) in order,
-    returned values, and users of each value."""
+    returned values, and users of each value.
 
-    def __init__(self, func_op: Any) -> None:
+    `graph.region(node, i)` views the block of region i of one of its ops (a `while`
+    body, a `case` branch) the same way: its block arguments are `args`, the operands
+    of its terminator `returned`, and values of the enclosing graphs resolve through
+    `parent`."""
+
+    def __init__(self, func_op: Any, block: ir.Block | None = None,
+                 parent: FunctionGraph | None = None) -> None:
         self.func_op: ir.Operation = func_op.operation
-        block = self.func_op.regions[0].blocks[0]
+        self.parent = parent
+        if block is None:
+            block = self.func_op.regions[0].blocks[0]
         self._node_of: dict[ir.Value, ValueNode] = {}
         self.args: tuple[ValueNode, ...] = tuple(
             self._add_value(v, None, i) for i, v in enumerate(block.arguments)
@@ -201,10 +209,15 @@ class FunctionGraph:
 
     def _lookup(self, v: ir.Value) -> ValueNode:
         node = self._node_of.get(v)
+        if node is None and self.parent is not None:
+            return self.parent._lookup(v)
         if node is None:
             raise ValueError(f"value {v.get_name()} is not defined at the function's top level")
         return node
 
+    def region(self, node: OpNode, index: int) -> FunctionGraph:
+        """The graph of the (single) block of `node`'s region `index`."""
+        return FunctionGraph(node.op, node.op.regions[index].blocks[0], parent=self)
     def node(self, v: ir.Value) -> ValueNode:
         return self._lookup(v)
 

@@ -3,6 +3,9 @@ or a clear failure, so that a jax upgrade breaks one small module.
 
 - `register_jaxlib_dialects`: jaxlib's dialect registry (func and the other upstream
   dialects have no public Python registration) and the mhlo dialect.
+- `prepare_custom_call_targets`: loads LAPACK for the `lapack_*` custom calls that
+  `jax.scipy.linalg` / `jnp.linalg` export on CPU (jax does it when it lowers them; a
+  module compiled from text would otherwise crash in the call).
 - `ResultBuilder`: turns the raw per-device buffers of an executable's outputs into
   global `jax.Array`s with JAX's own C++ result handlers (the path `jax.jit` takes),
   skipping the per-array Python checks of the public
@@ -31,6 +34,18 @@ def register_jaxlib_dialects(ctx: ir.Context) -> None:
         from jaxlib.mlir.dialects import mhlo  # private
 
         mhlo.register_mhlo_dialect(ctx)
+    except (ImportError, AttributeError):  # pragma: no cover - depends on jaxlib build
+        pass
+
+
+def prepare_custom_call_targets(text: str) -> None:
+    """Make the custom-call targets `text` calls runnable (module docstring)."""
+    if "@lapack_" not in text:
+        return
+    try:
+        from jaxlib.cpu import _lapack  # private
+
+        _lapack.initialize()
     except (ImportError, AttributeError):  # pragma: no cover - depends on jaxlib build
         pass
 

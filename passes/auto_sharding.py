@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from jax.extend.mlir import ir
 
 from alpa_mlir.dialect_utils.graph import FunctionGraph, OpNode, ValueNode
+from alpa_mlir.dialect_utils.op_factors import FactorTable, factor_rules
 from alpa_mlir.dialect_utils.sharding import arg_attrs, strip_shardings
 
 from .inline_calls import inlined_main
@@ -22,6 +23,7 @@ from .pass_base import Pass, PassContext
 from .sharding import annotate, problem
 from .sharding.batch_dims import batch_dims
 from .sharding.cluster import ClusterError, load_cluster
+from .sharding.factor_strategies import fallback_name
 from .sharding.ilp import InfeasibleError, SolverError, SolverOptions, SolveStatus, solve
 from .sharding.ilp import Solver as SolverChoice
 from .sharding.mesh import LogicalMesh, MeshShape
@@ -102,18 +104,30 @@ class AutoShardingPass(Pass):
         func = inlined_main(module, ctx, self.NAME)
         strip_shardings(module)
         graph = FunctionGraph(func)
-        rule_ctx = RuleContext(mesh, 1.0 / cluster.peak_flops, Options(allow_all_to_all=self.allow_all_to_all, prefer_reduce_scatter=self.prefer_reduce_scatter))
+        factors = factor_rules(module)
+        rule_ctx = RuleContext(
+            mesh, 1.0 / cluster.peak_flops,
+            Options(allow_all_to_all=self.allow_all_to_all, prefer_reduce_scatter=self.prefer_reduce_scatter),
+            factors,
+        )
         aliases = {
             i: int(ir.IntegerAttr(d["tf.aliasing_output"]).value)
             for i, d in enumerate(arg_attrs(func))
             if "tf.aliasing_output" in d
         }
         layouts = self._arg_layouts(ctx, mesh, graph, frozenset(aliases))
-        op_strategies = self._data_parallel_ops(mesh, graph, frozenset(aliases)) if self.force_data_parallel else None
+        op_strategies = (
+            self._data_parallel_ops(mesh, graph, frozenset(aliases), factors) if self.force_data_parallel else None
+        )
         sg = problem.build(graph, rule_ctx, frozenset(aliases), layouts, op_strategies)
         for node in sg.fallbacks:
             assert node.op is not None
-            ctx.warning(f"no sharding rule for '{node.op.name}': it runs replicated", node.op.location)
+            ctx.warning(f"no sharding rule for {fallback_name(node.op)}: it runs replicated", node.op.location)
+        for loop in sg.unknown_trip_counts:
+            ctx.warning(
+                "'stablehlo.while' has no static trip count: its body is planned as if it ran once",
+                loop.location,
+            )
         ilp = problem.to_problem(sg, problem.alias_pairs(sg, aliases), self.memory_budget)
         try:
             solution = solve(ilp, SolverOptions(self.solver, self.time_limit))
@@ -143,12 +157,12 @@ class AutoShardingPass(Pass):
         return frozenset(self.batch_args) if self.batch_args else frozenset(range(n)) - donated
 
     def _data_parallel_ops(
-        self, mesh: LogicalMesh, graph: FunctionGraph, donated: frozenset[int]
+        self, mesh: LogicalMesh, graph: FunctionGraph, donated: frozenset[int], factors: FactorTable
     ) -> problem.OpStrategies:
         """force-data-parallel: an op whose results carry the batch splits it over the
         mesh (or the batch axis); the others' results are replicated. Strategies that lay
         a result out otherwise go, when any is left."""
-        dims = batch_dims(graph, self._batch_args(graph, donated))
+        dims = batch_dims(graph, self._batch_args(graph, donated), factors)
         axis = mesh.axis_names.index(self.batch_axis) if self.batch_axis else None
         whole = tuple(a for a in range(mesh.ndim) if mesh.shape[a] > 1) if axis is None else (axis,)
 
@@ -275,7 +289,8 @@ def _report(p: AutoShardingPass, sg: problem.StrategyGraph, solution: Any, const
         "solver": {"name": solution.solver, "status": solution.status.value, "seconds": solution.solve_seconds},
         "ilp": dataclasses.asdict(solution.stats),
         "ops": len(sg.graph.ops),
-        "replicated_fallback_ops": sorted({n.op.name for n in sg.fallbacks if n.op is not None}),
+        "replicated_fallback_ops": sorted({fallback_name(n.op, quoted=False) for n in sg.fallbacks if n.op is not None}),
+        "loops": [{"carried": len(op.results), "trip_count": trip} for op, trip in sg.loops],
         "sharding_constraints": constraints,
         "predicted_collectives": predicted_collectives(sg, choices, p.allow_all_to_all),
         "arguments": args,

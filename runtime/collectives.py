@@ -15,6 +15,9 @@ Scalar all-reduces (a loss summed across devices) are left out of the counts and
 apart (`CollectiveStats.scalar_all_reduces`); a tuple-shaped all-reduce counts once per
 non-scalar element. Bytes are the result's bytes (per device). Collectives inside called
 computations (while bodies, ...) are counted once each, statically.
+
+`compare_prediction` sets a plan's predicted collectives (an alpa-auto-sharding report)
+beside the counted ones, kind by kind.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import enum
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,3 +176,57 @@ def read_dump(dump_dir: Path) -> CollectiveStats:
     if path is None:
         return CollectiveStats()
     return parse_hlo_collectives(path.read_text())
+
+
+@dataclass(frozen=True)
+class CollectiveRow:
+    """One collective kind of one planned program: the plan's prediction and XLA's count
+    right after SPMD partitioning. Bytes: predicted as the report sums them (the tensor
+    each collective produces, on its group), actual as per-device result bytes (scalar
+    all-reduces left out)."""
+
+    model: str
+    mesh: str
+    kind: CollectiveKind
+    predicted: int
+    actual: int
+    predicted_bytes: float
+    actual_bytes: int
+
+    @property
+    def difference(self) -> int:
+        return self.predicted - self.actual
+
+
+def compare_prediction(model: str, mesh: str, predicted: Mapping[str, Mapping[str, float]],
+                       stats: CollectiveStats) -> list[CollectiveRow]:
+    """Per collective kind, a plan's prediction (the `predicted_collectives` of an
+    alpa-auto-sharding report: kind -> count and bytes) against XLA's count, XLA's scalar
+    all-reduces (the loss) added to its all-reduce count since the prediction counts them
+    too."""
+    rows = []
+    for kind in CollectiveKind:
+        actual = stats.count(kind) + (stats.scalar_all_reduces if kind is CollectiveKind.ALL_REDUCE else 0)
+        entry = predicted.get(kind.value, {"count": 0, "bytes": 0.0})
+        rows.append(CollectiveRow(model, mesh, kind, int(entry["count"]), actual,
+                                  float(entry["bytes"]), stats.nbytes(kind)))
+    return rows
+
+
+def format_table(rows: list[CollectiveRow]) -> str:
+    """Markdown: one line per (model, mesh, kind), predicted / actual counts and bytes."""
+    lines = [
+        "| model | mesh | collective | predicted | actual | predicted bytes | actual bytes |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r.model} | {r.mesh} | {r.kind.value} | {r.predicted} | {r.actual} | "
+        f"{r.predicted_bytes:.0f} | {r.actual_bytes} |"
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def mismatches(rows: list[CollectiveRow]) -> list[str]:
+    """`kind: predicted P, XLA A` for every kind whose counts differ."""
+    return [f"{r.kind.value}: predicted {r.predicted}, XLA {r.actual}" for r in rows if r.difference]

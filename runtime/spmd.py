@@ -273,6 +273,7 @@ def compile_program(
     signature = read_signature(module)
     mesh = program_mesh(module, devices)
     text = _compile_text(module)
+    jax_internals.prepare_custom_call_targets(text)
     backend = jax.extend.backend.get_backend()
     shardy = kind is not ModuleKind.GSPMD
     with tempfile.TemporaryDirectory(prefix="alpa-run-dump-") as tmp:

@@ -7,13 +7,10 @@ op that prevents the split). `accumulation.split_step` does the rewrite.
 
 Algorithm
 ---------
-1. Batch axes. Every op relates dims of its operands and results that are "the same
-   axis" (elementwise: equal dims; dot_general: batch, contracting and free dims;
-   broadcast/transpose/reshape: their dim maps; convolution: batch and the contracted
-   feature pair; gather/scatter: batching and full-slice dims ...). The batch is the
-   connected component of dim 0 of the batch arguments (union-find over (value, dim)),
-   so cotangent seeds and masks built from constants join it too, not only what flows
-   forward from the batch. A value with two dims in the component is rejected.
+1. Batch axes (`sharding.batch_dims.batch_axes`): the dims the ops' factors link to
+   dim 0 of the batch arguments (union-find over (value, dim)), so cotangent seeds and
+   masks built from constants join the batch too, not only what flows forward from it.
+   A value with two dims in the component is rejected.
 2. Parts. CORE = ops with a batch-carrying result (per-example work) and ops where the
    batch ends (a batch-carrying input, no batch-carrying result: the *sums*). FEED = the
    other ancestors of CORE (parameter casts, constants). Ops reading only batch-free
@@ -43,27 +40,21 @@ from jax.extend.mlir.dialects import stablehlo
 
 from alpa_mlir.dialect_utils.flops import ELEMENTWISE
 from alpa_mlir.dialect_utils.graph import FunctionGraph, OpNode, ValueNode
-from alpa_mlir.passes.sharding.rules import reshape_groups
+from alpa_mlir.passes.sharding.batch_dims import batch_axes
 
 from .step_analysis import ancestors, op_inputs
 
-# Ops whose operands and result pair equal-size dims position by position.
-_SAME_DIMS = ELEMENTWISE | frozenset(
+# Ops the rewrite can run per microbatch: `_check_core` knows the attributes with which
+# they could pick examples, and `accumulation` shrinks the attributes that hold the batch
+# size. (Which dims carry the batch comes from the op sharding rules: `batch_dims`.)
+_KNOWN = ELEMENTWISE | frozenset(
     "stablehlo." + n
     for n in ("slice", "dynamic_slice", "pad", "reverse", "dynamic_update_slice",
               "concatenate", "sort", "reduce_window", "select_and_scatter",
-              "reduce_precision", "optimization_barrier")
+              "reduce_precision", "optimization_barrier", "broadcast_in_dim", "transpose",
+              "reshape", "dot_general", "convolution", "reduce", "gather", "scatter", "iota",
+              "constant", "bitcast_convert")
 ) | {"sdy.sharding_constraint"}
-
-# Ops that may touch per-example values: the pairing rules know them, and `_check_core`
-# checks the attributes that could pick examples.
-_KNOWN = _SAME_DIMS | frozenset(
-    "stablehlo." + n
-    for n in ("broadcast_in_dim", "transpose", "reshape", "dot_general", "convolution",
-              "reduce", "gather", "scatter", "iota", "constant", "bitcast_convert")
-)
-
-Axis = tuple[ir.Value, int]
 
 
 class MicrobatchError(ValueError):
@@ -203,168 +194,19 @@ def analyze_microbatches(
 # ----------------------------------------------------------------------------- axes
 
 
-class _UnionFind:
-    def __init__(self) -> None:
-        self.parent: dict[Axis, Axis] = {}
-
-    def find(self, a: Axis) -> Axis:
-        parent = self.parent
-        root = a
-        while parent.get(root, root) != root:
-            root = parent[root]
-        while a != root:
-            parent[a], a = root, parent.get(a, a)
-        return root
-
-    def union(self, a: Axis, b: Axis) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[ra] = rb
-
-
 def _batch_axes(graph: FunctionGraph, batch_args: Sequence[int]) -> dict[ir.Value, int]:
-    uf = _UnionFind()
-    for node in graph.ops:
-        for left, right in _pairs(node):
-            uf.union(left, right)
     for a in batch_args:
         if not 0 <= a < len(graph.args):
             raise MicrobatchError(f"batch argument {a} is out of range: the function has "
                                   f"{len(graph.args)} arguments")
         if graph.args[a].info.rank == 0:
             raise MicrobatchError(f"batch argument {a} is a scalar: it has no batch dim")
-    roots = {uf.find((graph.args[a].value, 0)) for a in batch_args}
-    dims: dict[ir.Value, int] = {}
-    values = [*graph.args, *(r for node in graph.ops for r in node.results)]
-    for v in values:
-        for d in range(v.info.rank):
-            if uf.find((v.value, d)) in roots:
-                if v.value in dims:
-                    where = graph.producer(v)
-                    raise MicrobatchError(
-                        f"a value of type tensor<{_type_text(v)}> has two batch dims "
-                        f"({dims[v.value]} and {d})", where)
-                dims[v.value] = d
-    return dims
-
-
-def _pairs(node: OpNode) -> list[tuple[Axis, Axis]]:
-    """Dims of the op's operands and results that are the same axis."""
-    name = node.name
-    ops = node.operands
-    res = node.results
-    pairs: list[tuple[Axis, Axis]] = []
-
-    def link(a: ValueNode, da: int, b: ValueNode, db: int) -> None:
-        if a.info.shape[da] == b.info.shape[db]:
-            pairs.append(((a.value, da), (b.value, db)))
-
-    if name in _SAME_DIMS:
-        out = res[0]
-        for o in ops:
-            if o.info.rank == out.info.rank:
-                for d in range(out.info.rank):
-                    link(o, d, out, d)
-        for r in res[1:]:  # sort's and select_and_scatter's other results
-            if r.info.rank == out.info.rank:
-                for d in range(out.info.rank):
-                    link(r, d, out, d)
-    elif name == "stablehlo.broadcast_in_dim":
-        for i, d in enumerate(node.broadcast_dims):
-            link(ops[0], i, res[0], d)
-    elif name == "stablehlo.transpose":
-        for d, p in enumerate(node.dimensions):
-            link(ops[0], p, res[0], d)
-    elif name == "stablehlo.reshape":
-        src, dst = ops[0].info.shape, res[0].info.shape
-        for gi, gj in reshape_groups(src, dst):
-            major_in = next((k for k in gi if src[k] > 1), None)
-            major_out = next((k for k in gj if dst[k] > 1), None)
-            if major_in is None or major_out is None:
-                continue
-            a, b = src[major_in], dst[major_out]
-            if a % b == 0 or b % a == 0:
-                pairs.append(((ops[0].value, major_in), (res[0].value, major_out)))
-    elif name == "stablehlo.dot_general":
-        dd = node.dot_dims
-        lhs, rhs, out = ops[0], ops[1], res[0]
-        for k, (a, b) in enumerate(zip(dd.lhs_batch, dd.rhs_batch, strict=True)):
-            link(lhs, a, out, k)
-            link(rhs, b, out, k)
-        for a, b in zip(dd.lhs_contracting, dd.rhs_contracting, strict=True):
-            link(lhs, a, rhs, b)
-        pos = len(dd.lhs_batch)
-        for side, operand in ((0, lhs), (1, rhs)):
-            skip = set(dd.lhs_batch + dd.lhs_contracting if side == 0 else dd.rhs_batch + dd.rhs_contracting)
-            for d in range(operand.info.rank):
-                if d not in skip:
-                    link(operand, d, out, pos)
-                    pos += 1
-    elif name == "stablehlo.convolution":
-        cd = node.conv_dims
-        if cd.feature_group_count == 1 and cd.batch_group_count == 1:
-            link(ops[0], cd.input_batch, res[0], cd.output_batch)
-            link(ops[0], cd.input_feature, ops[1], cd.kernel_input_feature)
-            link(ops[1], cd.kernel_output_feature, res[0], cd.output_feature)
-    elif name == "stablehlo.reduce":
-        n = len(ops) // 2
-        reduced = set(node.dimensions)
-        kept = [d for d in range(ops[0].info.rank) if d not in reduced]
-        for k in range(n):
-            for j, d in enumerate(kept):
-                link(ops[k], d, res[k], j)
-            for d in range(ops[0].info.rank):
-                link(ops[k], d, ops[0], d)
-    elif name == "stablehlo.gather":
-        pairs.extend(_gather_pairs(node))
-    elif name == "stablehlo.scatter":
-        pairs.extend(_scatter_pairs(node))
-    return pairs
-
-
-def _gather_pairs(node: OpNode) -> list[tuple[Axis, Axis]]:
-    dn = stablehlo.GatherDimensionNumbers(node.op.attributes["dimension_numbers"])
-    operand, indices, out = node.operands[0], node.operands[1], node.results[0]
-    offset = list(dn.offset_dims)
-    ivd = int(dn.index_vector_dim)
-    batch_out = [d for d in range(out.info.rank) if d not in offset]
-    index_dims = [d for d in range(indices.info.rank) if d != ivd]
-    pairs = [((indices.value, i), (out.value, o)) for i, o in zip(index_dims, batch_out, strict=False)
-             if indices.info.shape[i] == out.info.shape[o]]
-    for a, b in zip(dn.operand_batching_dims, dn.start_indices_batching_dims, strict=True):
-        pairs.append(((operand.value, int(a)), (indices.value, int(b))))
-    sizes = node.int_array("slice_sizes") or ()
-    skipped = set(dn.collapsed_slice_dims) | set(dn.operand_batching_dims)
-    window = [d for d in range(operand.info.rank) if d not in skipped]
-    for d, o in zip(window, offset, strict=False):
-        if sizes[d] == operand.info.shape[d] == out.info.shape[o]:
-            pairs.append(((operand.value, d), (out.value, o)))
-    return pairs
-
-
-def _scatter_pairs(node: OpNode) -> list[tuple[Axis, Axis]]:
-    dn = stablehlo.ScatterDimensionNumbers(node.op.attributes["scatter_dimension_numbers"])
-    n = len(node.operands) // 2
-    operand, indices, updates = node.operands[0], node.operands[n], node.operands[n + 1]
-    out = node.results[0]
-    pairs: list[tuple[Axis, Axis]] = []
-    for d in range(out.info.rank):
-        pairs.append(((operand.value, d), (out.value, d)))
-    window = list(dn.update_window_dims)
-    scatter_dims = [d for d in range(updates.info.rank) if d not in window]
-    ivd = int(dn.index_vector_dim)
-    index_dims = [d for d in range(indices.info.rank) if d != ivd]
-    for i, u in zip(index_dims, scatter_dims, strict=False):
-        if indices.info.shape[i] == updates.info.shape[u]:
-            pairs.append(((indices.value, i), (updates.value, u)))
-    for a, b in zip(dn.input_batching_dims, dn.scatter_indices_batching_dims, strict=True):
-        pairs.append(((operand.value, int(a)), (indices.value, int(b))))
-    skipped = set(dn.inserted_window_dims) | set(dn.input_batching_dims)
-    operand_window = [d for d in range(operand.info.rank) if d not in skipped]
-    for d, u in zip(operand_window, window, strict=False):
-        if operand.info.shape[d] == updates.info.shape[u]:
-            pairs.append(((operand.value, d), (updates.value, u)))
-    return pairs
+    found = batch_axes(graph, batch_args)
+    for twice in found.conflicts:
+        raise MicrobatchError(
+            f"a value of type tensor<{_type_text(twice.value)}> has two batch dims "
+            f"({twice.first} and {twice.second})", twice.where)
+    return found.dims
 
 
 def _check_sizes(

@@ -33,6 +33,7 @@ from jax.extend.mlir import ir
 from jax.extend.mlir.dialects import func
 
 from alpa_mlir.dialect_utils.graph import FunctionGraph, ValueNode
+from alpa_mlir.dialect_utils.op_factors import factor_rules
 
 from ..inline_calls import remap_operands
 from ..sharding import problem
@@ -168,7 +169,7 @@ class LayerCostModel:
                shape: tuple[int, int]) -> LayerCost:
         mesh = self.mesh(shape)
         graph = FunctionGraph(fn)
-        ctx = RuleContext(mesh, 1.0 / self.cluster.peak_flops, Options())
+        ctx = RuleContext(mesh, 1.0 / self.cluster.peak_flops, Options(), factor_rules(fn))
         sg = problem.build(graph, ctx)
         solution = solve(problem.to_problem(sg, [], None), SolverOptions(time_limit=self.time_limit))
         choices = solution.choices
@@ -199,10 +200,11 @@ class LayerCostModel:
             for r in node.results:
                 if any(phases[u.index] != "forward" for u, _ in graph.users(r)) or graph.result_positions(r):
                     activations += r.info.nbytes / shard_count(sg.output_spec(r, choices), mesh)
-        op_compute = {
-            node.op.index: ctx.compute_cost(node.op, node.strategies[choices[node.index]].outputs)
-            for node in sg.nodes if node.op is not None
-        }
+        op_compute: dict[int, float] = {}  # top-level op -> its compute (regions included)
+        for node in sg.nodes:
+            if node.top is not None:
+                compute = node.strategies[choices[node.index]].compute * node.weight
+                op_compute[node.top] = op_compute.get(node.top, 0.0) + compute
         compute = sum(op_compute.values())
         latency, peak = solution.objective, problem.peak_bytes(sg, choices)
         if self.remat:  # the forward runs again before the backward; only inputs are kept

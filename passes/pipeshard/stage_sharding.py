@@ -26,6 +26,7 @@ from jax.extend.mlir import ir
 from alpa_mlir.dialect_utils import mpmd
 from alpa_mlir.dialect_utils import sharding as S
 from alpa_mlir.dialect_utils.graph import FunctionGraph, ValueNode
+from alpa_mlir.dialect_utils.op_factors import FactorTable, factor_rules
 
 from ..sharding import annotate, problem
 from ..sharding.ilp import SolverOptions, solve
@@ -47,7 +48,7 @@ def shard_stages(module: ir.Module, meshes: Mapping[str, LogicalMesh], peak_flop
     funcs = mpmd.program_functions(module)
     main = funcs["main"]
     callees = [f for name, f in funcs.items() if name != "main"]
-    state = _State(meshes, peak_flops, time_limit)
+    state = _State(meshes, peak_flops, time_limit, factor_rules(module))
     callee_args: dict[str, list[S.Sharding | None]] = {}
     callee_results: dict[str, list[S.Sharding | None]] = {}
     for fn in callees:
@@ -62,8 +63,10 @@ def shard_stages(module: ir.Module, meshes: Mapping[str, LogicalMesh], peak_flop
 
 
 class _State:
-    def __init__(self, meshes: Mapping[str, LogicalMesh], peak_flops: float, time_limit: float) -> None:
+    def __init__(self, meshes: Mapping[str, LogicalMesh], peak_flops: float, time_limit: float,
+                 factors: FactorTable) -> None:
         self.meshes = meshes
+        self.factors = factors
         self.peak_flops = peak_flops
         self.time_limit = time_limit
         self.decided: dict[ir.Value, S.Sharding | None] = {}
@@ -119,7 +122,7 @@ class _State:
             keep = [s for s in specs if s == want]
             return keep or specs
 
-        ctx = RuleContext(mesh, 1.0 / self.peak_flops, Options())
+        ctx = RuleContext(mesh, 1.0 / self.peak_flops, Options(), self.factors)
         sg = problem.build(graph, ctx, frozenset(), narrow)
         solution = solve(problem.to_problem(sg, [], None), SolverOptions(time_limit=self.time_limit))
         choices = solution.choices

@@ -3,8 +3,10 @@
 Shardy (default): `sdy.mesh @mesh`, `sdy.sharding` on every @main argument and result,
 and an `sdy.sharding_constraint` after every op result the plan lays out (free
 producers -- constants, iota, broadcast scalars -- and scalars excepted: their users'
-constraints fix them). XLA ignores `sdy.sharding`
-attributes on op results, so constraint ops are what steers its partitioner.
+constraints fix them), ops inside loop bodies and case branches included; a loop-carried
+value also at the start of the loop body, an optimization_barrier's results after it.
+XLA ignores `sdy.sharding` attributes on op results, so constraint ops are what steers
+its partitioner.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from jax.extend.mlir.dialects import stablehlo
 from alpa_mlir.dialect_utils import sharding as S
 
 from .mesh import LogicalMesh
-from .problem import StrategyGraph, resharded_uses
+from .problem import NodeKind, StrategyGraph, resharded_uses
 from .spec import TensorSpec
 
 MESH_NAME = "mesh"
@@ -60,31 +62,50 @@ def write_constraints(sg: StrategyGraph, choices: tuple[int, ...], mesh_name: st
 
 
 def _constrain_results(sg: StrategyGraph, choices: tuple[int, ...], mesh_name: str) -> int:
+    """A constraint after every laid-out op result, loop-carried value (after the loop
+    and at the start of its body) and case result."""
     mesh = sg.mesh
     inserted = 0
+
+    def constrain(value: ir.Value, spec: TensorSpec, loc: ir.Location) -> None:
+        nonlocal inserted
+        S.insert_sharding_constraint(value, to_sharding(spec, mesh, mesh_name), loc)
+        inserted += 1
+
     for node in sg.nodes:
-        if node.op is None or node.free:
+        if node.kind is NodeKind.ARG or node.free:
             continue
+        assert node.op is not None
         strategy = node.strategies[choices[node.index]]
-        for result, spec in zip(node.op.results, strategy.outputs, strict=True):
-            if result.info.rank == 0 or result.info.dtype == "token":
-                continue
-            S.insert_sharding_constraint(result.value, to_sharding(spec, mesh, mesh_name), node.op.location)
-            inserted += 1
+        for value, spec in zip(node.values, strategy.outputs, strict=True):
+            if value.info.rank and value.info.dtype != "token":
+                constrain(value.value, spec, node.op.location)
+    for join in sg.joins:
+        value = sg.nodes[join.node].values[0]
+        if not value.info.rank or value.info.dtype == "token":
+            continue
+        spec = sg.nodes[join.node].strategies[choices[join.node]].outputs[0]
+        for arg in join.block_args[1:]:  # the body's argument (the condition reads scalars)
+            constrain(arg, spec, join.owner.location)
+    for op in sg.barriers:
+        for value in op.results:
+            src, _ = sg.producer[value.value]
+            if value.info.rank and value.info.dtype != "token" and not sg.nodes[src].free:
+                constrain(value.value, sg.output_spec(value, choices), op.location)
     return inserted
 
 
 def _constrain_operands(sg: StrategyGraph, choices: tuple[int, ...], mesh_name: str) -> int:
-    """Where a strategy needs an operand in another layout than its producer made, a
-    constraint just for that use: XLA then reshards exactly as the plan costed it (and
-    computes the op as the strategy says, e.g. a split contraction)."""
+    """Where a strategy (or a loop-carried value, or a case result) needs a value in
+    another layout than its producer made, a constraint just for that use: XLA then
+    reshards exactly as the plan costed it (and computes the op as the strategy says,
+    e.g. a split contraction)."""
     from jax.extend.mlir.dialects import sdy
 
     mesh = sg.mesh
     uses = resharded_uses(sg, choices)
     for use in uses:
-        assert use.node.op is not None
-        op = use.node.op.op
+        op = use.user
         with op.context, ir.InsertionPoint(op), op.location:
             constraint = sdy.ShardingConstraintOp(op.operands[use.operand], to_sharding(use.want, mesh, mesh_name).attr())
         op.operands[use.operand] = constraint.result

@@ -64,15 +64,16 @@ def enumerate_specs(shape: tuple[int, ...], mesh: LogicalMesh, max_axes_per_dim:
 
 def resharding_steps(
     src: TensorSpec, dst: TensorSpec, nbytes: float, mesh: LogicalMesh, allow_all_to_all: bool = True
-) -> list[tuple[str, int, float]]:
+) -> list[tuple[str, Axes, float]]:
     """The collectives turning a tensor of `nbytes` (full size) laid out as `src` into
-    `dst`: (kind, mesh axis, bytes of the gathered / exchanged tensor) each.
+    `dst`: (kind, mesh axes of its group, bytes of the gathered / exchanged tensor) each.
 
     Per mesh axis: kept (in the common major prefix of its dim in both layouts) or newly
     splitting a dim (a local slice) is free; moving to another dim is an all-to-all (an
     all-gather, then a free slice, when all-to-all is not allowed); anything else leaving
-    its place is an all-gather. The bytes are the tensor's size on the group: the full
-    size divided by the kept axes.
+    its place is gathered. As XLA does it, the axes one dim gives up make one all-gather
+    over all of them, and the axes moving from one dim to another one all-to-all. The bytes are the tensor's size on the group: the full size divided by the
+    kept axes.
     """
     if src == dst:
         return []
@@ -86,16 +87,21 @@ def resharding_steps(
                 break
             kept.add(a)
     local = nbytes / dim_factor(tuple(sorted(kept)), mesh)
-    steps = []
+    steps: list[tuple[str, Axes, float]] = []
     for i, dim in enumerate(src):
+        gathered: list[int] = []
+        moved: dict[int, list[int]] = {}  # destination dim -> axes moving there
         for a in dim:
             if a in kept:
                 continue
             j = where_dst.get(a)
             if j is None or j == i or not allow_all_to_all:
-                steps.append(("all-gather", a, local))
+                gathered.append(a)
             else:
-                steps.append(("all-to-all", a, local))
+                moved.setdefault(j, []).append(a)
+        steps.extend(("all-to-all", tuple(axes), local) for _, axes in sorted(moved.items()))
+        if gathered:
+            steps.append(("all-gather", tuple(gathered), local))
     return steps
 
 
@@ -103,9 +109,9 @@ def resharding_cost(
     src: TensorSpec, dst: TensorSpec, nbytes: float, mesh: LogicalMesh, allow_all_to_all: bool = True
 ) -> float:
     cost = 0.0
-    for kind, axis, size in resharding_steps(src, dst, nbytes, mesh, allow_all_to_all):
+    for kind, axes, size in resharding_steps(src, dst, nbytes, mesh, allow_all_to_all):
         if kind == "all-gather":
-            cost += mesh.all_gather_cost(size, (axis,))
+            cost += mesh.all_gather_cost(size, axes)
         else:
-            cost += mesh.all_to_all_cost(size, (axis,))
+            cost += mesh.all_to_all_cost(size, axes)
     return cost

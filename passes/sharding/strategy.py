@@ -1,21 +1,29 @@
-"""What one op may do under a mesh: `Strategy`, and the dispatch to per-family rules.
+"""What one op may do under a mesh, as values: `Strategy`, `Follow`, `Free`, and the
+`RuleContext` the generators read.
 
-A rule looks at one top-level op and returns either a list of strategies (the op is a
-decision node of the ILP) or a `Follow`: the op takes whatever layout one operand's
-producer chose, mapped through the op (Alpa's follow merging for cheap ops). Ops no rule
-knows get one replicated strategy and a warning.
+`factor_strategies.strategies_for` makes each op one of:
+- a decision node: a list of strategies (the ILP picks one), for contractions and
+  gathers/scatters (`factor_strategies.enumerate_strategies`);
+- a `Follow`: the op takes whatever layout one operand's producer chose, mapped through
+  the op's factors (Alpa's follow merging for cheap ops,
+  `factor_strategies.follow_layouts`);
+- `Free`: constants, iota, broadcast scalars make any layout at no cost;
+- without a rule (an unknown `custom_call`): one replicated strategy, and the caller
+  warns.
+Op semantics come from `dialect_utils.op_factors` (Shardy's op sharding rules); there is
+no per-op table.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from alpa_mlir.dialect_utils.flops import op_flops
-from alpa_mlir.dialect_utils.graph import OpNode
+from alpa_mlir.dialect_utils.op_factors import FactorTable
 
 from .mesh import Axes, LogicalMesh
-from .spec import TensorSpec, replicated, shard_count
+from .spec import TensorSpec
 
 
 @dataclass(frozen=True)
@@ -29,24 +37,26 @@ class PlannedCollective:
 
 @dataclass(frozen=True)
 class Strategy:
-    """Output layouts, required operand layouts (None: no requirement), own cost."""
+    """Output layouts, required operand layouts (None: no requirement), own cost
+    (compute plus the strategy's own collectives) and its compute part alone."""
 
     name: str
     outputs: tuple[TensorSpec, ...]
     inputs: tuple[TensorSpec | None, ...]
     cost: float = 0.0
     collectives: tuple[PlannedCollective, ...] = ()
+    compute: float = 0.0
 
 
 @dataclass(frozen=True)
 class Follow:
-    """Take the layout of one operand's producer; `derive` maps it to this op's strategy.
-    `operands` are the candidates in order of preference: the planner follows the one
-    whose producer offers the most layouts (a broadcast constant offers fewer than a
-    computed activation), the first on ties."""
+    """Take the layout of one operand's producer; `derive(k, layout)` maps operand k's
+    layout to this op's strategy. `operands` are the candidates in order of preference:
+    the planner follows the one whose producer offers the most layouts (a broadcast
+    constant offers fewer than a computed activation), the first on ties."""
 
     operands: tuple[int, ...]
-    derive: Callable[[TensorSpec], Strategy]
+    derive: Callable[[int, TensorSpec], Strategy]
 
 
 @dataclass(frozen=True)
@@ -64,39 +74,13 @@ class Options:
     prefer_reduce_scatter: bool = False
 
 
+
 @dataclass(frozen=True)
 class RuleContext:
     mesh: LogicalMesh
     flop_cost: float  # seconds per FLOP on one device
     options: Options = field(default_factory=Options)
-
-    def compute_cost(self, node: OpNode, outputs: tuple[TensorSpec, ...]) -> float:
-        """FLOPs of the op divided over the devices its first output is split across."""
-        flops = op_flops(node)
-        if not flops:
-            return 0.0
-        pieces = shard_count(outputs[0], self.mesh) if outputs and outputs[0] else 1
-        return flops * self.flop_cost / pieces
-
-
-Rule = Callable[[OpNode, RuleContext], "list[Strategy] | Follow | Free | None"]
-
-
-def replicated_strategy(node: OpNode, ctx: RuleContext, name: str = "replicated") -> Strategy:
-    """Everything replicated: always correct, costs the full compute on every device."""
-    outputs = tuple(replicated(r.info.rank) for r in node.results)
-    inputs = tuple(replicated(o.info.rank) if o.info.rank else None for o in node.operands)
-    return Strategy(name, outputs, inputs, ctx.compute_cost(node, outputs))
-
-
-def strategies_for(node: OpNode, ctx: RuleContext) -> tuple[list[Strategy] | Follow | Free, bool]:
-    """The op's strategies (or follow), and whether a rule knew the op (False: the
-    replicated fallback was used and the caller should warn)."""
-    from .rules import RULES
-
-    rule = RULES.get(node.name)
-    if rule is not None:
-        result = rule(node, ctx)
-        if result is not None and (isinstance(result, Follow | Free) or result):
-            return result, True
-    return [replicated_strategy(node, ctx)], rule is not None
+    factors: FactorTable = field(default_factory=dict)  # op -> its factors (op_factors)
+    # The generators' memo of layouts derived per (rule, operand, layout): one planning
+    # run's, filled as it goes.
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)

@@ -79,8 +79,8 @@ module @no_main {
 // OUT-NEXT:  sdy.sharding_constraint %[[T]] <@mesh, [{}, {}]> : tensor<64x3xf32>
 module @custom_call {
   func.func @main(%x: tensor<64x3xf32>) -> tensor<64x3xf32> {
-    // DIAG: {{.*}}auto_sharding_failures.mlir:[[# @LINE + 2]]:10: warning: no sharding rule for 'stablehlo.custom_call': it runs replicated
-    // expected-warning @+1 {{no sharding rule for 'stablehlo.custom_call': it runs replicated}}
+    // DIAG: {{.*}}auto_sharding_failures.mlir:[[# @LINE + 2]]:10: warning: no sharding rule for 'stablehlo.custom_call' @foo: it runs replicated
+    // expected-warning @+1 {{no sharding rule for 'stablehlo.custom_call' @foo: it runs replicated}}
     %0 = stablehlo.custom_call @foo(%x) : (tensor<64x3xf32>) -> tensor<64x3xf32>
     %1 = stablehlo.tanh %0 : tensor<64x3xf32>
     return %1 : tensor<64x3xf32>

@@ -199,7 +199,7 @@ def test_gspmd_format_runs_like_sdy() -> None:
 def test_without_all_to_all_resharding_gathers(tmp_path: Path) -> None:
     from alpa_mlir.models.export import example_inputs, export_train_step
 
-    text = export_train_step("gpt", "tiny", debug_info=False)
+    text = export_train_step("moe", "tiny", debug_info=False)
     predicted = {}
     for flag in ("true", "false"):
         report = tmp_path / f"{flag}.json"
@@ -209,6 +209,36 @@ def test_without_all_to_all_resharding_gathers(tmp_path: Path) -> None:
     assert "all-to-all" not in predicted["false"]
     devices = jax.devices()[:8]
     program = compile_program(module, devices)
-    inputs = example_inputs("gpt", "tiny")
+    inputs = example_inputs("moe", "tiny")
     report_ = compare_outputs(program.run(inputs), compile_reference(module, devices[0]).run(inputs), Tolerance())
     assert report_.passed, report_.summary_line()
+
+
+def test_loop_without_static_trip_count_is_planned_correctly() -> None:
+    """`lax.while_loop` until a data-dependent condition: no static trip count. The pass
+    warns at the loop, plans its body as if it ran once, and the plan still computes the
+    unpartitioned result (the batch stays split through the loop)."""
+
+    def f(x: jax.Array, w: jax.Array) -> jax.Array:
+        def cond(carry: tuple[jax.Array, jax.Array]) -> jax.Array:
+            h, i = carry
+            return (jnp.max(jnp.abs(h)) > 0.5) & (i < 10)
+
+        def body(carry: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+            h, i = carry
+            return 0.5 * jnp.tanh(h @ w), i + 1
+
+        h, _ = jax.lax.while_loop(cond, body, (x, jnp.int32(0)))
+        return h
+
+    text = jax.jit(f).lower(jax.ShapeDtypeStruct((4096, 64), jnp.float32),
+                            jax.ShapeDtypeStruct((64, 64), jnp.float32)).as_text()
+    ctx = make_context()
+    module = parse_module(text, ctx)
+    diagnostics = PassManager.parse("builtin.module(alpa-auto-sharding{mesh=8})", ctx).run(module)
+    assert [d.message for d in diagnostics.diagnostics] == [
+        "'stablehlo.while' has no static trip count: its body is planned as if it ran once"
+    ]
+    x, _ = arg_axes(module, 2)
+    assert x == (("x",), ())
+    run_and_compare(module)

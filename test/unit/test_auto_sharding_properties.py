@@ -436,7 +436,7 @@ def undeliverable(src: TensorSpec, dst: TensorSpec, shape: Shape, mesh: LogicalM
     `src`, for the collectives `resharding_steps` lists (all-gather and all-to-all over
     an axis: at most the union of the group's shards; none: its own shard); None if
     every device can build its shard."""
-    axes = {a for _, a, _ in resharding_steps(src, dst, 1.0, mesh)}
+    axes = {a for _, group, _ in resharding_steps(src, dst, 1.0, mesh) for a in group}
     devices = list(itertools.product(*(range(n) for n in mesh.shape)))
     for device in devices:
         group = [d for d in devices if all(d[a] == device[a] for a in range(mesh.ndim) if a not in axes)]
@@ -459,7 +459,7 @@ def test_resharding_steps_deliver_every_shard(mesh_shape: Shape) -> None:
     for src, dst in itertools.product(specs, specs):
         device = undeliverable(src, dst, shape, mesh)
         if device is not None:
-            steps = [(kind, names[a]) for kind, a, _ in resharding_steps(src, dst, 1.0, mesh)]
+            steps = [(kind, [names[a] for a in group]) for kind, group, _ in resharding_steps(src, dst, 1.0, mesh)]
             wrong.append(f"{src} -> {dst}: steps {steps}, device {device} lacks data")
     assert not wrong, f"{len(wrong)} of {len(specs) ** 2} reshardings:\n" + "\n".join(wrong)
 

@@ -35,7 +35,12 @@ import pytest
 from alpa_mlir.dialect_utils.context import make_context, parse_module
 from alpa_mlir.models.export import example_inputs, export_train_step
 from alpa_mlir.passes import PassManager
-from alpa_mlir.runtime.collectives import CollectiveKind
+from alpa_mlir.runtime.collectives import (
+    CollectiveRow,
+    compare_prediction,
+    format_table,
+    mismatches,
+)
 from alpa_mlir.runtime.reference import Tolerance, compare_outputs
 from alpa_mlir.runtime.spmd import CompileSettings, Program, compile_program
 
@@ -52,26 +57,6 @@ class PlannedModel:
     report: dict[str, Any]  # the pass's JSON report
     program: Program  # compiled with collective counting
     pass_seconds: float
-
-
-@dataclass(frozen=True)
-class CollectiveRow:
-    """One collective kind of one planned model: the plan's prediction and XLA's count
-    right after SPMD partitioning. Bytes: predicted as the report sums them (the tensor
-    each collective produces, on its group), actual as per-device result bytes (scalar
-    all-reduces left out)."""
-
-    model: str
-    mesh: str
-    kind: CollectiveKind
-    predicted: int
-    actual: int
-    predicted_bytes: float
-    actual_bytes: int
-
-    @property
-    def difference(self) -> int:
-        return self.predicted - self.actual
 
 
 def mesh_cases(models: tuple[str, ...] = MODELS) -> list[Any]:
@@ -115,35 +100,12 @@ def planned(model: str, mesh: str) -> PlannedModel:
 
 
 def collective_comparison(model: str, mesh: str) -> list[CollectiveRow]:
-    """Per collective kind, the plan's predicted count and bytes against XLA's (scalar
-    all-reduces included in XLA's all-reduce count, as the prediction includes them).
+    """The plan's predicted collectives against XLA's (`collectives.compare_prediction`).
     Needs 8 devices (on CPU: XLA_FLAGS=--xla_force_host_platform_device_count=8 before
     jax starts); plans are cached per (model, mesh) for the process."""
     plan = planned(model, mesh)
-    stats = plan.program.collectives
-    assert stats is not None
-    predicted = plan.report["predicted_collectives"]
-    rows = []
-    for kind in CollectiveKind:
-        actual = stats.count(kind) + (stats.scalar_all_reduces if kind is CollectiveKind.ALL_REDUCE else 0)
-        entry = predicted.get(kind.value, {"count": 0, "bytes": 0.0})
-        rows.append(CollectiveRow(model, mesh, kind, int(entry["count"]), actual,
-                                  float(entry["bytes"]), stats.nbytes(kind)))
-    return rows
-
-
-def format_table(rows: list[CollectiveRow]) -> str:
-    """Markdown: one line per (model, mesh, kind), predicted / actual counts and bytes."""
-    lines = [
-        "| model | mesh | collective | predicted | actual | predicted bytes | actual bytes |",
-        "|---|---|---|---:|---:|---:|---:|",
-    ]
-    lines += [
-        f"| {r.model} | {r.mesh} | {r.kind.value} | {r.predicted} | {r.actual} | "
-        f"{r.predicted_bytes:.0f} | {r.actual_bytes} |"
-        for r in rows
-    ]
-    return "\n".join(lines)
+    assert plan.program.collectives is not None
+    return compare_prediction(model, mesh, plan.report["predicted_collectives"], plan.program.collectives)
 
 
 @pytest.mark.parametrize(("model", "mesh"), mesh_cases())
@@ -159,5 +121,5 @@ def test_plan_matches_single_device(model: str, mesh: str) -> None:
 @pytest.mark.parametrize(("model", "mesh"), mesh_cases())
 def test_predicted_collectives_equal_xla(model: str, mesh: str) -> None:
     rows = collective_comparison(model, mesh)
-    off = [f"{r.kind.value}: predicted {r.predicted}, XLA {r.actual}" for r in rows if r.difference]
+    off = mismatches(rows)
     assert not off, f"{model} on mesh {mesh}: " + "; ".join(off) + "\n" + format_table(rows)
