@@ -15,13 +15,13 @@ rule. What an assignment costs:
 A dim spanning several factors (reshape `32 -> 4x8`) may put axes on a minor factor only
 when the factors before it are split whole, as Shardy requires.
 
-Where XLA's partitioner runs an op otherwise than Shardy's rule suggests, the rule is
-adjusted first (`partitioner_rule`). Decision nodes (`is_decision`): ops where the operands carry different result factors
+Decision nodes (`is_decision`): ops where the operands carry different result factors
 (dot_general, convolution, gather) or a reduction factor spans two operands (a
-contraction, scatter's updates and indices, a variadic reduce): every valid assignment is
-enumerated (as in Alpa, assignments leaving a mesh axis idle only when none uses every
-axis). Every other op follows one operand: that operand's layout gives its factors' axes
-(as far as the factors allow), the rest follows from the rule.
+contraction, scatter's updates and indices): every valid assignment is enumerated (as in
+Alpa, assignments leaving a mesh axis idle only when none uses every axis). Every other
+op follows one operand: that operand's layout gives its factors' axes (as far as the
+factors allow), the rest follows from the rule. Where XLA's partitioner runs an op
+otherwise than Shardy's rule suggests, the rule is adjusted first (`partitioner_rule`).
 """
 
 from __future__ import annotations
@@ -98,7 +98,6 @@ def partitioner_rule(node: OpNode, rule: OpFactors) -> OpFactors:
     if node.name == "stablehlo.reduce" and len(node.operands) > 2 and rule.reduction:
         return dataclasses.replace(rule, need_replication=rule.need_replication | rule.reduction)
     return rule
-
 
 
 def _factors_of(tensor: TensorFactors) -> set[int]:
