@@ -218,6 +218,7 @@ class FunctionGraph:
     def region(self, node: OpNode, index: int) -> FunctionGraph:
         """The graph of the (single) block of `node`'s region `index`."""
         return FunctionGraph(node.op, node.op.regions[index].blocks[0], parent=self)
+
     def node(self, v: ir.Value) -> ValueNode:
         return self._lookup(v)
 

@@ -118,6 +118,11 @@ def _factor_index(symbol: str) -> int:
     return ord(symbol) - ord("i")
 
 
+def factor_symbol(factor: int) -> str:
+    """Shardy's name of a factor: i, j, ..., z, z_1, z_2, ..."""
+    return chr(ord("i") + factor) if factor <= _FIRST_Z else f"z_{factor - _FIRST_Z}"
+
+
 def factor_rules(module: ir.Module | ir.Operation) -> dict[ir.Operation, OpFactors]:
     """Every op of `module` (nested ones included) that has a rule, Shardy's or ours.
     The module is not modified: Shardy's pass runs on a copy, matched op for op. Given

@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alpa_mlir.models import layers as L
-from alpa_mlir.models import params as P
-from alpa_mlir.models import transformer as T
+import alpa_mlir.models.layers as L
+import alpa_mlir.models.params as P
+import alpa_mlir.models.transformer as T
 from alpa_mlir.models.adam import AdamConfig
 from alpa_mlir.models.losses import cross_entropy
 from alpa_mlir.models.training import Batch, TrainStep

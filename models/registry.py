@@ -12,7 +12,11 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from alpa_mlir.models import bert, gpt, mlp, moe, wide_resnet
+import alpa_mlir.models.bert as bert
+import alpa_mlir.models.gpt as gpt
+import alpa_mlir.models.mlp as mlp
+import alpa_mlir.models.moe as moe
+import alpa_mlir.models.wide_resnet as wide_resnet
 from alpa_mlir.models.adam import AdamConfig
 from alpa_mlir.models.errors import ModelConfigError
 from alpa_mlir.models.params import Params, SpecTree, abstract_params, count_params, init_params

@@ -9,8 +9,8 @@ Embedding (another compiler's `ir.Module`, built in a context from
     get_pass_class("alpa-strip-sharding")().apply(module)
 """
 
-from .pass_base import Pass, PassContext, PassFailure
-from .pass_manager import InternalPassError, IRPrinter, PassManager, PassTimer, verify_module
+from .pass_base import Pass, PassContext, PassFailure, verify_module
+from .pass_manager import InternalPassError, IRPrinter, PassManager, PassTimer
 from .pipeline import PipelineError, build_steps, parse_pipeline
 from .registry import get_pass_class, pass_names
 

@@ -30,6 +30,7 @@ from alpa_mlir.dialect_utils.diagnostics import (
     DiagnosticCollector,
     DiagnosticError,
     Severity,
+    from_mlir_error,
     source_loc,
 )
 
@@ -80,8 +81,6 @@ class Pass:
         ctx = PassContext(pass_name=self.NAME)
         with module.context, ir.Location.unknown(module.context):
             self.run(module, ctx)
-        from .pass_manager import verify_module
-
         verify_module(module, self.NAME)
         return list(ctx.diagnostics.diagnostics)
 
@@ -135,3 +134,15 @@ def describe(cls: type[Pass]) -> str:
 
 def is_pass_class(obj: object) -> bool:
     return isinstance(obj, type) and issubclass(obj, Pass) and dataclasses.is_dataclass(obj)
+
+
+def verify_module(module: ir.Module, after: str) -> None:
+    """Raise PassFailure if the module does not verify (after pass `after`)."""
+    try:
+        ok = module.operation.verify()
+    except ir.MLIRError as e:
+        raise PassFailure(
+            [*from_mlir_error(e), Diagnostic(Severity.ERROR, f"module failed verification after pass '{after}'")]
+        ) from None
+    if not ok:
+        raise PassFailure([Diagnostic(Severity.ERROR, f"module failed verification after pass '{after}'")])

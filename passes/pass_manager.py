@@ -24,7 +24,7 @@ from alpa_mlir.dialect_utils.diagnostics import (
     from_mlir_error,
 )
 
-from .pass_base import PassContext, PassFailure
+from .pass_base import PassContext, PassFailure, verify_module
 from .pipeline import NativeStep, PythonStep, Step, build_steps
 
 
@@ -81,18 +81,6 @@ class PassTimer:
             lines.append(f"  {s:9.4f} ({100 * s / total:5.1f}%)  {name}")
         lines.append(f"  {total:9.4f} (100.0%)  Total")
         return "\n".join(lines) + "\n"
-
-
-def verify_module(module: ir.Module, after: str) -> None:
-    """Raise PassFailure if the module does not verify (after pass `after`)."""
-    try:
-        ok = module.operation.verify()
-    except ir.MLIRError as e:
-        raise PassFailure(
-            [*from_mlir_error(e), Diagnostic(Severity.ERROR, f"module failed verification after pass '{after}'")]
-        ) from None
-    if not ok:
-        raise PassFailure([Diagnostic(Severity.ERROR, f"module failed verification after pass '{after}'")])
 
 
 class PassManager:

@@ -40,10 +40,11 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from alpa_mlir.dialect_utils import context, jax_internals, sharding
 
-from . import collectives as collectives_lib
-from . import hlo_sharding
+from .collectives import SPMD_PASS_RE, CollectiveStats, read_dump
 from .devices import DeviceMesh
 from .errors import CompileError, DeviceCountError, UnsupportedModuleError
+from .hlo_sharding import describe as describe_compiled_sharding
+from .hlo_sharding import named_sharding
 from .module_kind import ModuleKind, module_kind, spmd_mesh
 from .signature import Signature, check_inputs, read_signature
 from .xla_stats import CostStats, MemoryStats
@@ -75,7 +76,7 @@ class Program:
     output_shardings: tuple[NamedSharding, ...]
     input_descriptions: tuple[str, ...]  # each argument's sharding in words (summaries)
     compile_seconds: float
-    collectives: collectives_lib.CollectiveStats | None = None  # with count_collectives
+    collectives: CollectiveStats | None = None  # with count_collectives
     from_cache: bool = False  # read back from CompileSettings.cache_dir, not compiled
 
     @property
@@ -229,16 +230,16 @@ def _placement(
     """The sharding to place a value with, and its description."""
     if mesh.size == 1:
         return NamedSharding(mesh.jax_mesh(), PartitionSpec()), "single device"
-    actual = hlo_sharding.named_sharding(compiled, rank, mesh.devices, what)
+    actual = named_sharding(compiled, rank, mesh.devices, what)
     if declared is None:
-        return actual, f"no sdy.sharding; XLA chose {hlo_sharding.describe(compiled)}"
+        return actual, f"no sdy.sharding; XLA chose {describe_compiled_sharding(compiled)}"
     text = "[" + ", ".join(d.text() for d in declared.dims) + "]"
     spec = _partition_spec(declared)
     if spec is not None:
         named = NamedSharding(mesh.jax_mesh(), spec)
         if named.is_equivalent_to(actual, rank):
             return named, text
-    return actual, f"{text}, compiled by XLA as {hlo_sharding.describe(compiled)}"
+    return actual, f"{text}, compiled by XLA as {describe_compiled_sharding(compiled)}"
 
 
 def compile_options(mesh: DeviceMesh, dump_dir: Path | None, shardy: bool = True) -> Any:
@@ -255,7 +256,7 @@ def compile_options(mesh: DeviceMesh, dump_dir: Path | None, shardy: bool = True
     if dump_dir is not None:
         debug = build.debug_options
         debug.xla_dump_to = str(dump_dir)
-        debug.xla_dump_hlo_pass_re = collectives_lib.SPMD_PASS_RE
+        debug.xla_dump_hlo_pass_re = SPMD_PASS_RE
         debug.xla_dump_hlo_as_text = True
     return options
 
@@ -292,7 +293,7 @@ def compile_program(
             if cached is not None:
                 cached.store(text, mesh, shardy, executable)
         seconds = time.perf_counter() - start
-        stats = collectives_lib.read_dump(dump_dir) if dump_dir is not None else None
+        stats = read_dump(dump_dir) if dump_dir is not None else None
 
     in_compiled = executable.get_parameter_shardings() if mesh.size > 1 else None
     out_compiled = executable.get_output_shardings() if mesh.size > 1 else None

@@ -33,7 +33,7 @@ from jax.extend.mlir import ir
 from jax.extend.mlir.dialects import func
 
 from alpa_mlir.dialect_utils.graph import FunctionGraph, ValueNode
-from alpa_mlir.dialect_utils.op_factors import factor_rules
+from alpa_mlir.dialect_utils.op_factors import FactorTable, factor_rules
 
 from ..inline_calls import remap_operands
 from ..sharding import problem
@@ -88,6 +88,7 @@ class LayerCostModel:
         self._layers = _layer_ops(micro, num_layers)
         self._keys: dict[int, str] = {}
         self._outlined: dict[int, tuple[ir.Module, ir.Operation, list[ValueNode]]] = {}
+        self._factors: dict[int, FactorTable] = {}  # per outlined layer, for every shape
         self._by_key: dict[tuple[str, tuple[int, int]], LayerCost] = {}
         self._layer_cost: dict[tuple[int, tuple[int, int]], LayerCost] = {}
 
@@ -169,7 +170,9 @@ class LayerCostModel:
                shape: tuple[int, int]) -> LayerCost:
         mesh = self.mesh(shape)
         graph = FunctionGraph(fn)
-        ctx = RuleContext(mesh, 1.0 / self.cluster.peak_flops, Options(), factor_rules(fn))
+        if layer not in self._factors:
+            self._factors[layer] = factor_rules(fn)
+        ctx = RuleContext(mesh, 1.0 / self.cluster.peak_flops, Options(), self._factors[layer])
         sg = problem.build(graph, ctx)
         solution = solve(problem.to_problem(sg, [], None), SolverOptions(time_limit=self.time_limit))
         choices = solution.choices

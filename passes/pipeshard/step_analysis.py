@@ -10,9 +10,9 @@ regions capture both count as its inputs):
 
 1. FORWARD: an ancestor of the loss result (the loss is computed from its results).
 2. BACKWARD: not forward, and either one of its inputs carries the batch (per
-   `sharding.batch_dims`, propagated from the batch arguments) or it is an ancestor of an
-   op result that carries the batch (a cotangent seed, a mask or a constant that meets
-   per-example values later).
+   `sharding.batch_dims`: dims the ops' factors link to the batch arguments' dim 0) or
+   it is an ancestor of an op result that carries the batch (a cotangent seed, a mask
+   or a constant that meets per-example values later).
 3. APPLY: everything else: ops that see the batch only through values that no longer
    carry it (a weight gradient after its contraction over the batch, a bias gradient
    after its reduce) and never feed per-example work again: the optimizer update, the
@@ -24,9 +24,9 @@ once on the accumulated values is what the unsplit step does for the ops that ar
 in those sums (transposes, sums of gradient contributions) and, by definition, for the
 optimizer update.
 
-Limits: (a) an op that `batch_dims` has no rule for ends the batch, so per-example work
-behind it (a custom_call, a while loop over examples) whose results reach a parameter
-update without meeting the batch again is classified APPLY; (b) a batch reduction that
+Limits: (a) an op that has no op sharding rule (an unknown custom_call) ends the batch,
+so per-example work behind it whose results reach a parameter update without meeting
+the batch again is classified APPLY; (b) a batch reduction that
 is not a sum (a max over the batch feeding only the update) is APPLY-fed as if it were
 one: gradient accumulation must check the reductions where the batch ends (DESIGN 4.2);
 (c) the `@alpa.grad_marker` override of DESIGN 4.2 is not read yet.

@@ -80,13 +80,11 @@ def _constrain_results(sg: StrategyGraph, choices: tuple[int, ...], mesh_name: s
         for value, spec in zip(node.values, strategy.outputs, strict=True):
             if value.info.rank and value.info.dtype != "token":
                 constrain(value.value, spec, node.op.location)
-    for join in sg.joins:
+    for join in sg.joins:  # the body's argument (the condition reads scalars)
         value = sg.nodes[join.node].values[0]
-        if not value.info.rank or value.info.dtype == "token":
-            continue
-        spec = sg.nodes[join.node].strategies[choices[join.node]].outputs[0]
-        for arg in join.block_args[1:]:  # the body's argument (the condition reads scalars)
-            constrain(arg, spec, join.owner.location)
+        if join.body_arg is not None and value.info.rank and value.info.dtype != "token":
+            spec = sg.nodes[join.node].strategies[choices[join.node]].outputs[0]
+            constrain(join.body_arg, spec, join.owner.location)
     for op in sg.barriers:
         for value in op.results:
             src, _ = sg.producer[value.value]

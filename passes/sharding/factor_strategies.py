@@ -35,7 +35,7 @@ from jax.extend.mlir import ir
 
 from alpa_mlir.dialect_utils.flops import op_flops
 from alpa_mlir.dialect_utils.graph import OpNode
-from alpa_mlir.dialect_utils.op_factors import OpFactors, TensorFactors
+from alpa_mlir.dialect_utils.op_factors import OpFactors, TensorFactors, factor_symbol
 
 from .mesh import Axes, LogicalMesh
 from .spec import TensorSpec, is_valid, replicated, shard_count
@@ -249,15 +249,9 @@ def _assignments(node: OpNode, rule: OpFactors, ctx: RuleContext, mesh_axes: lis
         axes = tuple(tuple(ax) for ax in per_factor)
         if not _valid(rule, axes, ctx.mesh):
             continue
-        name = "x".join("R" if f is None else symbol(f) for f in choice) or "single"
+        name = "x".join("R" if f is None else factor_symbol(f) for f in choice) or "single"
         found.extend(_strategy(op, _layouts(rule, axes, ctx.mesh), ctx, name, ctx.options.prefer_reduce_scatter))
     return found
-
-
-def symbol(factor: int) -> str:
-    """Shardy's name of a factor: i, j, ..., z, z_1, z_2, ..."""
-    last = ord("z") - ord("i")
-    return chr(ord("i") + factor) if factor <= last else f"z_{factor - last}"
 
 
 # ----------------------------------------------------------------------------- follow

@@ -78,14 +78,14 @@ class PlanNode:
 @dataclass(frozen=True)
 class Join:
     """Where a JOIN node's layout is written: the values flowing into it, each an
-    operand of `users[i]` (the while, or a region's terminator), and the block
-    arguments it defines."""
+    operand of `users[i]` (the while, or a region's terminator), and the loop body's
+    argument it is (None for a case result)."""
 
     node: int
     owner: OpNode
     inflows: tuple[ValueNode, ...]
     users: tuple[tuple[ir.Operation, int], ...]  # (op, operand number) per inflow
-    block_args: tuple[ir.Value, ...]
+    body_arg: ir.Value | None
 
 
 @dataclass
@@ -283,8 +283,7 @@ class _Builder:
         for r, (node, yielded) in enumerate(zip(joins, body.returned, strict=True)):
             self.edge(yielded, node, [s.outputs[0] for s in node.strategies], inner)
             sg.joins.append(Join(node.index, op, (op.operands[r], yielded),
-                                 ((op.op, r), (terminator, r)),
-                                 (cond.args[r].value, body.args[r].value)))
+                                 ((op.op, r), (terminator, r)), body.args[r].value))
         self.region_uses(start_node, start_use)
 
     def branches(self, graph: FunctionGraph, op: OpNode, weight: float, top: int) -> None:
@@ -300,7 +299,7 @@ class _Builder:
             for value in yielded:
                 self.edge(value, node, [s.outputs[0] for s in node.strategies], weight)
             users = tuple((_terminator(op.op.regions[i]), r) for i in range(len(regions)))
-            sg.joins.append(Join(node.index, op, yielded, users, ()))
+            sg.joins.append(Join(node.index, op, yielded, users, None))
         self.region_uses(start_node, start_use)
 
 

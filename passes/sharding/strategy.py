@@ -74,7 +74,6 @@ class Options:
     prefer_reduce_scatter: bool = False
 
 
-
 @dataclass(frozen=True)
 class RuleContext:
     mesh: LogicalMesh

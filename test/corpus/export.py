@@ -90,20 +90,16 @@ def custom_call_targets(text: str) -> Counter[str]:
 
 def signature_problems(text: str, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> list[str]:
     args, results = main_signature(text)
-    problems = []
-    if len(args) != len(inputs):
-        problems.append(f"@main has {len(args)} args, flat_inputs gives {len(inputs)}")
-    else:
-        for i, (t, a) in enumerate(zip(args, inputs, strict=True)):
-            if t != tensor_type(a):
-                problems.append(f"arg {i}: @main {t} vs input {tensor_type(a)}")
-    if len(results) != len(outputs):
-        problems.append(f"@main has {len(results)} results, reference gives {len(outputs)}")
-    else:
-        for i, (t, a) in enumerate(zip(results, outputs, strict=True)):
-            if t != tensor_type(a):
-                problems.append(f"result {i}: @main {t} vs reference {tensor_type(a)}")
-    return problems
+    return [*_type_problems("arg", args, "flat_inputs", inputs),
+            *_type_problems("result", results, "reference", outputs)]
+
+
+def _type_problems(kind: str, declared: list[str], source: str, arrays: list[np.ndarray]) -> list[str]:
+    """@main's `kind` types against the arrays `source` gives, in order."""
+    if len(declared) != len(arrays):
+        return [f"@main has {len(declared)} {kind}s, {source} gives {len(arrays)}"]
+    return [f"{kind} {i}: @main {t} vs {source} {tensor_type(a)}"
+            for i, (t, a) in enumerate(zip(declared, arrays, strict=True)) if t != tensor_type(a)]
 
 
 def sharded_outputs(built: Built) -> list[np.ndarray]:

@@ -1,0 +1,104 @@
+"""The factor-based strategy generator (passes/sharding/factor_strategies.py), batch dims
+from the same factors (passes/sharding/batch_dims.py), and liveness around loops in the
+strategy graph (passes/sharding/problem.py), on plain values and tiny modules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alpa_mlir.dialect_utils.context import make_context, parse_module
+from alpa_mlir.dialect_utils.graph import FunctionGraph, main_function
+from alpa_mlir.dialect_utils.op_factors import OpFactors, factor_rules
+from alpa_mlir.passes.sharding import problem
+from alpa_mlir.passes.sharding.batch_dims import batch_axes
+from alpa_mlir.passes.sharding.factor_strategies import follow_axes, is_decision
+from alpa_mlir.passes.sharding.mesh import LogicalMesh
+from alpa_mlir.passes.sharding.strategy import RuleContext
+
+MESH = LogicalMesh((2, 4), ("x", "y"), (1.0, 1.0), (1.0, 0.1))
+
+# reshape [32, 16] -> [4, 8, 16]: the 32-dim spans factors 0 (4) and 1 (8)
+RESHAPE_SPLIT = OpFactors((4, 8, 16), (((0, 1), (2,)),), (((0,), (1,), (2,)),))
+# reshape [4, 8] -> [32]: the result dim spans factors 0 (4) and 1 (8)
+RESHAPE_MERGE = OpFactors((4, 8), (((0,), (1,)),), (((0, 1),),))
+
+
+def test_follow_axes_spreads_a_dim_over_its_factors_major_first() -> None:
+    # [{"x","y"}, {}] on the 32-dim: x (2) on the 4-factor leaves it not whole, so y
+    # cannot go to the minor factor; y does not divide what is left of the 4 either
+    assert follow_axes(RESHAPE_SPLIT, 0, ((0, 1), ()), MESH) == ((0,), (), ())
+    # y (4) fills the 4-factor whole, then x (2) may split the 8-factor
+    assert follow_axes(RESHAPE_SPLIT, 0, ((1, 0), ()), MESH) == ((1,), (0,), ())
+
+
+def test_follow_axes_drops_what_another_tensor_cannot_lay_out() -> None:
+    # the 8-dim of the operand split on y, the 4-dim whole: the result's 32-dim would put
+    # y on its minor factor behind an unsplit major one, which no layout expresses
+    assert follow_axes(RESHAPE_MERGE, 0, ((), (1,)), MESH) == ((), ())
+    assert follow_axes(RESHAPE_MERGE, 0, ((1,), (0,)), MESH) == ((1,), (0,))
+
+
+def test_decision_ops_are_the_ones_one_operand_cannot_lead() -> None:
+    dot = OpFactors((8, 16, 32), (((0,), (2,)), ((2,), (1,))), (((0,), (1,)),), reduction=frozenset({2}))
+    add = OpFactors.elementwise((8, 16), 2, 1)
+    reduce = OpFactors((8, 16), (((0,), (1,)), ()), (((0,),),), reduction=frozenset({1}))
+    argmax = OpFactors((8, 16), (((0,), (1,)), ((0,), (1,)), (), ()), (((0,),), ((0,),)),
+                       reduction=frozenset({1}))
+    assert is_decision(dot) and is_decision(argmax)
+    assert not is_decision(add) and not is_decision(reduce)
+
+
+def graph_of(text: str) -> tuple[Any, FunctionGraph]:
+    """The module (keep it: the graph's ops live in it) and the graph of its @main."""
+    module = parse_module(text, make_context())
+    return module, FunctionGraph(main_function(module))
+
+
+def test_batch_dims_follow_reshapes_and_stop_at_size_changes() -> None:
+    _module, graph = graph_of("""
+    func.func @main(%x: tensor<32x16xf32>, %y: tensor<32x16xf32>) -> (tensor<4x8x16xf32>, tensor<64x16xf32>) {
+      %0 = stablehlo.reshape %x : (tensor<32x16xf32>) -> tensor<4x8x16xf32>
+      %1 = stablehlo.concatenate %x, %y, dim = 0 : (tensor<32x16xf32>, tensor<32x16xf32>) -> tensor<64x16xf32>
+      return %0, %1 : tensor<4x8x16xf32>, tensor<64x16xf32>
+    }""")
+    found = batch_axes(graph, [0])
+    reshaped, concatenated = graph.ops[0].results[0], graph.ops[1].results[0]
+    assert found.dims[reshaped.value] == 0  # the batch's major part
+    assert concatenated.value not in found.dims  # the concatenation changes the batch size
+    assert graph.args[1].value in found.dims  # linked to x by the concatenate's equal dims
+    assert found.conflicts == ()
+
+
+def test_values_used_inside_a_loop_stay_live_to_its_end() -> None:
+    _module, graph = graph_of("""
+    func.func @main(%x: tensor<64x16xf32>, %w: tensor<16x16xf32>) -> tensor<64x16xf32> {
+      %t = stablehlo.tanh %w : tensor<16x16xf32>
+      %c = stablehlo.constant dense<0> : tensor<i32>
+      %r:2 = stablehlo.while(%i = %c, %h = %x) : tensor<i32>, tensor<64x16xf32>
+       cond {
+        %n = stablehlo.constant dense<3> : tensor<i32>
+        %p = stablehlo.compare LT, %i, %n, SIGNED : (tensor<i32>, tensor<i32>) -> tensor<i1>
+        stablehlo.return %p : tensor<i1>
+      } do {
+        %d = stablehlo.dot_general %h, %t, contracting_dims = [1] x [0] : (tensor<64x16xf32>, tensor<16x16xf32>) -> tensor<64x16xf32>
+        %e = stablehlo.exponential %d : tensor<64x16xf32>
+        %one = stablehlo.constant dense<1> : tensor<i32>
+        %i1 = stablehlo.add %i, %one : tensor<i32>
+        stablehlo.return %i1, %e : tensor<i32>, tensor<64x16xf32>
+      }
+      return %r#1 : tensor<64x16xf32>
+    }""")
+    ctx = RuleContext(MESH, 1e-12, factors=factor_rules(graph.func_op))
+    sg = problem.build(graph, ctx)
+    assert [trip for _, trip in sg.loops] == [3]
+    tanh = sg.producer[graph.ops[0].results[0].value][0]
+    body = [n.index for n in sg.nodes if n.index > tanh and n.op is not None and n.op.name == "stablehlo.exponential"]
+    assert len(body) == 1
+    # the dot (its only reader) comes before the exponential, yet %t is still live there:
+    # the next iteration reads it again
+    sets = problem.live_sets(sg)
+    non_args = [n.index for n in sg.nodes if n.kind is not problem.NodeKind.ARG]
+    assert tanh in sets[non_args.index(body[0])]
+    # the body's nodes cost three times theirs
+    dot = next(n for n in sg.nodes if n.op is not None and n.op.name == "stablehlo.dot_general")
+    assert dot.weight == 3.0
