@@ -35,7 +35,8 @@ from collections.abc import Iterator, Sequence
 from jax.extend.mlir import ir
 from jax.extend.mlir.dialects import func
 
-from . import context, graph, sharding
+from . import context, graph, shardy
+from .attributes import KIND_ATTR
 from .diagnostics import DiagnosticError, from_mlir_error, source_loc
 
 FRAGMENT = "mpmd.fragment"
@@ -45,8 +46,6 @@ FUNC_RETURN = "func.return"
 TOP_LEVEL_OPS = (FRAGMENT, TRANSFER, CALL, FUNC_RETURN)
 
 TOPOLOGY_ATTR = "topology"
-KIND_ATTR = "alpa.kind"
-NUM_MICROBATCHES_ATTR = "alpa.num_microbatches"
 DEFAULT_KIND = "fragment"  # the kind of a fragment without `alpa.kind`
 
 # sdy ops inside a fragment that only constrain a sharding (their result is their operand).
@@ -101,17 +100,17 @@ def _strip_wrapper(text: str, prefix: str, what: str) -> str:
     return text[len(prefix):-1]
 
 
-def parse_topology(text: str) -> dict[str, sharding.Mesh]:
+def parse_topology(text: str) -> dict[str, shardy.Mesh]:
     """`#mpmd.topology<<"stage0" : <["x"=2]>>, ...>` -> {"stage0": Mesh(x=2), ...}."""
     body = _strip_wrapper(text, _TOPOLOGY_PREFIX, "an #mpmd.topology attribute")
-    meshes: dict[str, sharding.Mesh] = {}
+    meshes: dict[str, shardy.Mesh] = {}
     for entry in _split_top_level(body, ","):
         if not entry.startswith("<") or not entry.endswith(">"):
             raise ValueError(f"malformed topology entry {entry!r} in {text!r}")
         parts = _split_top_level(entry[1:-1], ":")
         if len(parts) != 2:
             raise ValueError(f"malformed topology entry {entry!r} in {text!r}")
-        meshes[_unquote(parts[0])] = sharding.parse_mesh(parts[1])
+        meshes[_unquote(parts[0])] = shardy.parse_mesh(parts[1])
     return meshes
 
 
@@ -120,7 +119,7 @@ def has_topology(func_op: ir.Operation) -> bool:
     return TOPOLOGY_ATTR in attrs and str(attrs[TOPOLOGY_ATTR]).startswith(_TOPOLOGY_PREFIX)
 
 
-def topology(func_op: ir.Operation) -> dict[str, sharding.Mesh]:
+def topology(func_op: ir.Operation) -> dict[str, shardy.Mesh]:
     """The meshes of a function's `#mpmd.topology`, by name, in declaration order."""
     op = func_op.operation
     if not has_topology(op):
@@ -383,7 +382,7 @@ def flatten(module: ir.Module) -> ir.Module:
     for name, func_op in copied.items():  # callees, and any other MPMD function
         if name != "main" and has_topology(func_op):
             func_op.erase()
-    sharding.strip_shardings(copy)
+    shardy.strip_shardings(copy)
     return _verified(copy)
 
 
@@ -446,7 +445,7 @@ def fragment_module(fragment: ir.Operation, keep_shardings: bool = False) -> ir.
             for name in _referenced_functions(main.operation, helpers):
                 helpers[name].clone(ip=ir.InsertionPoint(new.body))
     if not keep_shardings:
-        sharding.strip_shardings(new)
+        shardy.strip_shardings(new)
         return _verified(new)
     _declare_fragment_mesh(new, main.operation, fragment)
     return _verified(new)
@@ -462,14 +461,14 @@ def _declare_fragment_mesh(module: ir.Module, main: ir.Operation, fragment: ir.O
     meshes = topology(func_op)
     if mesh_name not in meshes:
         raise _error(fragment, f"mesh '{mesh_name}' is not in the topology ({', '.join(meshes)})")
-    sharding.set_mesh(module, mesh_name, meshes[mesh_name])
+    shardy.set_mesh(module, mesh_name, meshes[mesh_name])
 
-    def declared(types: Sequence[ir.Type]) -> dict[int, sharding.Sharding | None]:
-        found: dict[int, sharding.Sharding | None] = {}
+    def declared(types: Sequence[ir.Type]) -> dict[int, shardy.Sharding | None]:
+        found: dict[int, shardy.Sharding | None] = {}
         for i, t in enumerate(types):
             text = mesh_tensor_parts(t)[2] if is_mesh_tensor(t) else None
-            found[i] = None if text is None else sharding.parse_sharding(text)
+            found[i] = None if text is None else shardy.parse_sharding(text)
         return found
 
-    sharding.set_arg_shardings(main, declared([v.type for v in fragment.operands]))
-    sharding.set_result_shardings(main, declared([r.type for r in fragment.results]))
+    shardy.set_arg_shardings(main, declared([v.type for v in fragment.operands]))
+    shardy.set_result_shardings(main, declared([r.type for r in fragment.results]))

@@ -11,7 +11,7 @@ Embedding (another compiler's `ir.Module`, built in a context from
 
 from .pass_base import Pass, PassContext, PassFailure, verify_module
 from .pass_manager import InternalPassError, IRPrinter, PassManager, PassTimer
-from .pipeline import PipelineError, build_steps, parse_pipeline
+from .pass_pipeline import PipelineError, build_steps, parse_pipeline
 from .registry import get_pass_class, pass_names
 
 __all__ = [

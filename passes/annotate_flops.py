@@ -10,12 +10,12 @@ from typing import ClassVar
 
 from jax.extend.mlir import ir
 
+from alpa_mlir.dialect_utils.attributes import FLOPS_ATTR
 from alpa_mlir.dialect_utils.flops import operation_flops
 from alpa_mlir.dialect_utils.graph import functions
 
 from .pass_base import Pass, PassContext
 
-FLOPS_ATTR = "alpa.flops"
 _TERMINATORS = frozenset(("func.return", "stablehlo.return", "sdy.return", "mpmd.return"))
 
 

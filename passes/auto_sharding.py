@@ -13,9 +13,10 @@ from typing import Any, ClassVar
 
 from jax.extend.mlir import ir
 
+from alpa_mlir.dialect_utils.attributes import donated_args
 from alpa_mlir.dialect_utils.graph import FunctionGraph, OpNode, ValueNode
 from alpa_mlir.dialect_utils.op_factors import FactorTable, factor_rules
-from alpa_mlir.dialect_utils.sharding import arg_attrs, strip_shardings
+from alpa_mlir.dialect_utils.shardy import strip_shardings
 
 from .inline_calls import inlined_main
 from .options import format_value
@@ -110,11 +111,7 @@ class AutoShardingPass(Pass):
             Options(allow_all_to_all=self.allow_all_to_all, prefer_reduce_scatter=self.prefer_reduce_scatter),
             factors,
         )
-        aliases = {
-            i: int(ir.IntegerAttr(d["tf.aliasing_output"]).value)
-            for i, d in enumerate(arg_attrs(func))
-            if "tf.aliasing_output" in d
-        }
+        aliases = donated_args(func)
         layouts = self._arg_layouts(ctx, mesh, graph, frozenset(aliases))
         op_strategies = (
             self._data_parallel_ops(mesh, graph, frozenset(aliases), factors) if self.force_data_parallel else None

@@ -7,15 +7,13 @@ from typing import ClassVar
 
 from jax.extend.mlir import ir
 
+from alpa_mlir.dialect_utils.attributes import GRAD_MARKED_ATTR, GRAD_MARKER, donated_args
 from alpa_mlir.dialect_utils.graph import FunctionGraph
 
 from .inline_calls import inlined_main
 from .pass_base import Pass, PassContext
 from .pipeshard.accumulation import SplitStep, split_step
 from .pipeshard.microbatch import MicrobatchError, MicrobatchSplit, analyze_microbatches
-from .pipeshard.step_analysis import donated_args
-
-GRAD_MARKER = "alpa.grad_marker"
 
 
 @dataclass(frozen=True)
@@ -90,7 +88,6 @@ def microbatch_split(graph: FunctionGraph, main: ir.Operation, ctx: PassContext,
     return split
 
 
-MARKED_ATTR = "alpa.grad_marked"
 
 
 def remove_grad_markers(main: ir.Operation) -> ir.Operation:
@@ -109,10 +106,10 @@ def remove_grad_markers(main: ir.Operation) -> ir.Operation:
             owner = operand.owner
             if not isinstance(owner, ir.Block):
                 producer = owner.operation
-                marks = list(ir.DenseI64ArrayAttr(producer.attributes[MARKED_ATTR])) \
-                    if MARKED_ATTR in producer.attributes else []
+                marks = list(ir.DenseI64ArrayAttr(producer.attributes[GRAD_MARKED_ATTR])) \
+                    if GRAD_MARKED_ATTR in producer.attributes else []
                 number = list(producer.results).index(operand)
-                producer.attributes[MARKED_ATTR] = ir.DenseI64ArrayAttr.get(sorted({*marks, number}))
+                producer.attributes[GRAD_MARKED_ATTR] = ir.DenseI64ArrayAttr.get(sorted({*marks, number}))
             result.replace_all_uses_with(operand)
         operation.erase()
     return main
@@ -122,9 +119,9 @@ def _marked(main: ir.Operation) -> list[ir.Value]:
     found: list[ir.Value] = []
     for op in main.regions[0].blocks[0].operations:
         operation = op.operation
-        if MARKED_ATTR in operation.attributes:
-            found.extend(operation.results[k] for k in ir.DenseI64ArrayAttr(operation.attributes[MARKED_ATTR]))
-            del operation.attributes[MARKED_ATTR]
+        if GRAD_MARKED_ATTR in operation.attributes:
+            found.extend(operation.results[k] for k in ir.DenseI64ArrayAttr(operation.attributes[GRAD_MARKED_ATTR]))
+            del operation.attributes[GRAD_MARKED_ATTR]
     return found
 
 

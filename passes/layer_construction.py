@@ -8,6 +8,13 @@ from typing import ClassVar
 
 from jax.extend.mlir import ir
 
+from alpa_mlir.dialect_utils.attributes import (
+    LAYER_ATTR,
+    NUM_LAYERS_ATTR,
+    PHASE_ATTR,
+    Phase,
+    donated_args,
+)
 from alpa_mlir.dialect_utils.flops import op_flops
 from alpa_mlir.dialect_utils.graph import FunctionGraph
 
@@ -28,17 +35,12 @@ from .pipeshard.layer_clustering import (
     parameter_layers,
 )
 from .pipeshard.step_analysis import (
-    Phase,
     StepAnalysis,
     StepAnalysisError,
     analyze_step,
-    donated_args,
     op_inputs,
 )
 
-LAYER_ATTR = "alpa.layer"
-PHASE_ATTR = "alpa.phase"
-NUM_LAYERS_ATTR = "alpa.num_layers"
 HEAVY_OPS = frozenset(("stablehlo.dot_general", "stablehlo.convolution"))
 
 

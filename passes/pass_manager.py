@@ -25,7 +25,7 @@ from alpa_mlir.dialect_utils.diagnostics import (
 )
 
 from .pass_base import PassContext, PassFailure, verify_module
-from .pipeline import NativeStep, PythonStep, Step, build_steps
+from .pass_pipeline import NativeStep, PythonStep, Step, build_steps
 
 
 class InternalPassError(RuntimeError):

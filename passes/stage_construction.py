@@ -13,13 +13,20 @@ from typing import Any, ClassVar
 
 from jax.extend.mlir import ir
 
-from alpa_mlir.dialect_utils import sharding as S
+from alpa_mlir.dialect_utils import shardy as S
+from alpa_mlir.dialect_utils.attributes import (
+    NUM_LAYERS_ATTR,
+    PHASE_ATTR,
+    Phase,
+    donated_args,
+    layer_of,
+    phase_of,
+)
 from alpa_mlir.dialect_utils.graph import FunctionGraph
-from alpa_mlir.dialect_utils.sharding import strip_shardings
+from alpa_mlir.dialect_utils.shardy import strip_shardings
 
 from .gradient_accumulation import apply_split, microbatch_split, remove_grad_markers
 from .inline_calls import inlined_main
-from .layer_construction import LAYER_ATTR, NUM_LAYERS_ATTR
 from .pass_base import Pass, PassContext
 from .pipeshard.fragments import FragmentError, mesh_name, write_mpmd
 from .pipeshard.remat import rematerialize
@@ -37,7 +44,6 @@ from .pipeshard.stage_dp import (
     stashed_microbatches,
 )
 from .pipeshard.stage_sharding import shard_stages
-from .pipeshard.step_analysis import donated_args
 from .sharding.cluster import ClusterError, ClusterSpec, load_cluster
 from .sharding.mesh import MeshShape
 
@@ -294,11 +300,10 @@ def _state_bytes(graph: FunctionGraph, main: ir.Operation) -> dict[int, float]:
         if arg.index not in donated:
             continue
         users = [u for u, _ in graph.users(arg)]
-        phases = {str(ir.StringAttr(u.op.attributes["alpa.phase"]).value) for u in users
-                  if "alpa.phase" in u.op.attributes}
-        if not users or phases & {"forward", "backward"}:
+        phases = {phase_of(u) for u in users if PHASE_ATTR in u.op.attributes}
+        if not users or phases & {Phase.FORWARD, Phase.BACKWARD}:
             continue
-        first = users[0].op.attributes
-        if LAYER_ATTR in first:
-            found[int(ir.IntegerAttr(first[LAYER_ATTR]).value)] += arg.info.nbytes
+        layer = layer_of(users[0])
+        if layer is not None:
+            found[layer] += arg.info.nbytes
     return dict(found)

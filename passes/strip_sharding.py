@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from jax.extend.mlir import ir
 
-from alpa_mlir.dialect_utils.sharding import strip_shardings
+from alpa_mlir.dialect_utils.shardy import strip_shardings
 
 from .pass_base import Pass, PassContext
 

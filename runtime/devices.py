@@ -28,7 +28,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh as JaxMesh
 
-from alpa_mlir.dialect_utils import sharding as sdy_sharding
+from alpa_mlir.dialect_utils import shardy
 
 from .errors import DeviceCountError
 
@@ -118,7 +118,7 @@ class DeviceMesh:
         return cls((device,), (), ())
 
     @classmethod
-    def from_sdy(cls, mesh: sdy_sharding.Mesh, devices: Sequence[jax.Device]) -> DeviceMesh:
+    def from_sdy(cls, mesh: shardy.Mesh, devices: Sequence[jax.Device]) -> DeviceMesh:
         """The devices for an `sdy.mesh`: position k of the mesh gets
         `devices[mesh.device_ids[k]]` (or `devices[k]` without device_ids)."""
         ids = mesh.device_ids if mesh.device_ids is not None else tuple(range(mesh.size))

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from jax.extend.mlir import ir
 
-from alpa_mlir.dialect_utils import sharding
+from alpa_mlir.dialect_utils import shardy
 
 from .errors import UnsupportedModuleError
 
@@ -61,20 +61,20 @@ def _is_gspmd(op: ir.Operation) -> bool:
 def module_kind(module: ir.Module) -> ModuleKind:
     if _any_op(module, _is_mpmd):
         return ModuleKind.MPMD
-    if sharding.meshes(module):
+    if shardy.meshes(module):
         return ModuleKind.SPMD
     if _any_op(module, _is_gspmd):
         return ModuleKind.GSPMD
     return ModuleKind.PLAIN
 
 
-def spmd_mesh(module: ir.Module) -> tuple[str, sharding.Mesh] | None:
+def spmd_mesh(module: ir.Module) -> tuple[str, shardy.Mesh] | None:
     """The mesh an SPMD module runs on: its largest `sdy.mesh` (None without meshes).
 
     Every mesh of more than one device must have that same size: XLA compiles one
     program for one device count.
     """
-    found = sharding.meshes(module)
+    found = shardy.meshes(module)
     if not found:
         return None
     name, mesh = max(found.items(), key=lambda item: item[1].size)

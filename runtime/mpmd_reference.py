@@ -33,13 +33,14 @@ import numpy as np
 from jax.extend.mlir import ir
 from jax.sharding import NamedSharding, PartitionSpec
 
-from alpa_mlir.dialect_utils import mpmd, sharding
+from alpa_mlir.dialect_utils import mpmd, shardy
+from alpa_mlir.dialect_utils.attributes import ALIASING_OUTPUT, BUFFER_DONOR
 from alpa_mlir.dialect_utils.diagnostics import source_loc
 from alpa_mlir.dialect_utils.types import TensorInfo, tensor_info
 
 from .devices import DeviceMesh
 from .errors import CompileError, ExecutionError, UnsupportedModuleError
-from .signature import ALIASING_OUTPUT, BUFFER_DONOR, ArgSpec, ResultSpec, Signature, check_inputs
+from .signature import ArgSpec, ResultSpec, Signature, check_inputs
 from .spmd import Program, ProgramCache, TimedRun, compile_program
 
 ArrayLike = np.ndarray | jax.Array
@@ -53,7 +54,7 @@ class Placement:
     """Where an argument or result of @main lives in the pipeline: its mesh."""
 
     mesh: str | None  # None: a plain tensor (not a mesh tensor)
-    sharding: sharding.Sharding | None
+    sharding: shardy.Sharding | None
 
 
 def _global_info(t: ir.Type, what: str) -> tuple[TensorInfo, Placement]:
@@ -61,7 +62,7 @@ def _global_info(t: ir.Type, what: str) -> tuple[TensorInfo, Placement]:
     declared = None
     if mpmd.is_mesh_tensor(t):
         mesh_name, t, text = mpmd.mesh_tensor_parts(t)
-        declared = None if text is None else sharding.parse_sharding(text)
+        declared = None if text is None else shardy.parse_sharding(text)
     try:
         info = tensor_info(t)
         info.numpy_dtype()
@@ -83,7 +84,7 @@ def read_mpmd_signature(func_op: ir.Operation) -> tuple[Signature, tuple[Placeme
     """@main's arguments and results with their global shapes (mesh tensors unwrapped),
     and the mesh of each argument."""
     ftype = ir.FunctionType(ir.TypeAttr(func_op.attributes["function_type"]).value)
-    attrs = sharding.arg_attrs(func_op)
+    attrs = shardy.arg_attrs(func_op)
     args = []
     placements = []
     for i, t in enumerate(ftype.inputs):
@@ -188,7 +189,7 @@ class SequentialExecutor:
     def __init__(self, module: ir.Module, device: jax.Device) -> None:
         self.device = device
         functions = mpmd.program_functions(module)  # DiagnosticError on a malformed program
-        self.topology: dict[str, sharding.Mesh] = mpmd.topology(functions["main"])
+        self.topology: dict[str, shardy.Mesh] = mpmd.topology(functions["main"])
         self.signature, self.placements = read_mpmd_signature(functions["main"])
         self.num_microbatch_calls = sum(
             1 for op in mpmd.top_level_ops(functions["main"]) if op.name == mpmd.CALL

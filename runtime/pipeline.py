@@ -43,12 +43,12 @@ from jax.sharding import Mesh as JaxMesh
 from jax.sharding import NamedSharding, PartitionSpec
 
 from alpa_mlir.dialect_utils import mpmd
-from alpa_mlir.dialect_utils import sharding as S
+from alpa_mlir.dialect_utils import shardy as S
+from alpa_mlir.dialect_utils.schedules import ScheduleKind, clock_table
 
 from .errors import ExecutionError
 from .fragments import FragmentCache
 from .mpmd_reference import read_mpmd_signature
-from .schedules import ScheduleKind, clock_table
 from .signature import Signature, check_inputs
 from .spmd import Program
 from .transfers import Transfer, transfer_for

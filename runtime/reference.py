@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from jax.extend.mlir import ir
 
-from alpa_mlir.dialect_utils import context, sharding
+from alpa_mlir.dialect_utils import context, shardy
 
 from .spmd import CompileSettings, Program, compile_program
 
@@ -153,7 +153,7 @@ def compare_outputs(
 def reference_module(module: ir.Module) -> ir.Module:
     """A copy of `module` without any sdy annotation: the unpartitioned program."""
     copy = context.clone_module(module)
-    sharding.strip_shardings(copy)
+    shardy.strip_shardings(copy)
     return copy
 
 

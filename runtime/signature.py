@@ -18,14 +18,12 @@ import jax
 import numpy as np
 from jax.extend.mlir import ir
 
-from alpa_mlir.dialect_utils import graph, sharding
+from alpa_mlir.dialect_utils import graph, shardy
+from alpa_mlir.dialect_utils.attributes import ALIASING_OUTPUT, BUFFER_DONOR
 from alpa_mlir.dialect_utils.diagnostics import DiagnosticError, source_loc
 from alpa_mlir.dialect_utils.types import TensorInfo, tensor_info
 
 from .errors import InputMismatchError, UnsupportedModuleError
-
-ALIASING_OUTPUT = "tf.aliasing_output"
-BUFFER_DONOR = "jax.buffer_donor"
 
 
 @dataclass(frozen=True)
@@ -34,7 +32,7 @@ class ArgSpec:
 
     index: int
     info: TensorInfo
-    sharding: sharding.Sharding | None  # the declared `sdy.sharding`, if any
+    sharding: shardy.Sharding | None  # the declared `sdy.sharding`, if any
     donated: bool  # its buffer is consumed by a run (tf.aliasing_output / jax.buffer_donor)
     aliased_output: int | None = None  # the result it may alias (tf.aliasing_output)
 
@@ -54,7 +52,7 @@ class ResultSpec:
 
     index: int
     info: TensorInfo
-    sharding: sharding.Sharding | None
+    sharding: shardy.Sharding | None
 
     @property
     def key(self) -> str:
@@ -119,21 +117,21 @@ def mark_donated(module: ir.Module, indices: Sequence[int]) -> None:
     """`jax.buffer_donor = true` on these arguments of @main: a run may consume them."""
     func_op = main_func(module)
     with module.context:
-        sharding.set_arg_attribute(func_op, indices, BUFFER_DONOR, ir.BoolAttr.get(True))
+        shardy.set_arg_attribute(func_op, indices, BUFFER_DONOR, ir.BoolAttr.get(True))
 
 
 def read_signature(module: ir.Module) -> Signature:
     """@main's arguments and results."""
     func_op = main_func(module)
     ftype = ir.FunctionType(ir.TypeAttr(func_op.attributes["function_type"]).value)
-    arg_attrs = sharding.arg_attrs(func_op)
+    arg_attrs = shardy.arg_attrs(func_op)
     args = []
     for i, t in enumerate(ftype.inputs):
         donated, aliased = _donation(arg_attrs[i])
         args.append(ArgSpec(i, _checked_info(t, f"argument {i} of @main"),
-                            sharding.arg_sharding(func_op, i), donated, aliased))
+                            shardy.arg_sharding(func_op, i), donated, aliased))
     results = tuple(
-        ResultSpec(i, _checked_info(t, f"result {i} of @main"), sharding.result_sharding(func_op, i))
+        ResultSpec(i, _checked_info(t, f"result {i} of @main"), shardy.result_sharding(func_op, i))
         for i, t in enumerate(ftype.results)
     )
     return Signature(tuple(args), results)

@@ -38,7 +38,7 @@ import numpy as np
 from jax.extend.mlir import ir
 from jax.sharding import NamedSharding, PartitionSpec
 
-from alpa_mlir.dialect_utils import context, jax_internals, sharding
+from alpa_mlir.dialect_utils import context, jax_internals, shardy
 
 from .collectives import SPMD_PASS_RE, CollectiveStats, read_dump
 from .devices import DeviceMesh
@@ -201,16 +201,16 @@ def required_devices(module: ir.Module) -> int:
 def _compile_text(module: ir.Module) -> str:
     """The module text for XLA: sdy meshes with device_ids are rewritten without them
     (their order is in the device assignment instead)."""
-    permuted = {n: m for n, m in sharding.meshes(module).items() if m.device_ids is not None and m.size > 1}
+    permuted = {n: m for n, m in shardy.meshes(module).items() if m.device_ids is not None and m.size > 1}
     if not permuted:
         return context.print_module(module)
     copy = context.clone_module(module)
     for name, mesh in permuted.items():
-        sharding.set_mesh(copy, name, sharding.Mesh(mesh.axes))
+        shardy.set_mesh(copy, name, shardy.Mesh(mesh.axes))
     return context.print_module(copy)
 
 
-def _partition_spec(declared: sharding.Sharding) -> PartitionSpec | None:
+def _partition_spec(declared: shardy.Sharding) -> PartitionSpec | None:
     """The PartitionSpec of a declared sdy sharding (None if it has sub-axes or
     unreduced axes, which a PartitionSpec cannot say)."""
     if declared.unreduced or any(":" in a for a in declared.used_axes()):
@@ -221,7 +221,7 @@ def _partition_spec(declared: sharding.Sharding) -> PartitionSpec | None:
 
 
 def _placement(
-    declared: sharding.Sharding | None,
+    declared: shardy.Sharding | None,
     compiled: Any,
     rank: int,
     mesh: DeviceMesh,

@@ -37,6 +37,7 @@ from alpa_mlir.dialect_utils.diagnostics import (
     DiagnosticError,
     from_mlir_error,
 )
+from alpa_mlir.dialect_utils.schedules import ScheduleKind
 from alpa_mlir.runtime.devices import ensure_local_devices
 from alpa_mlir.runtime.errors import ExecutionError
 from alpa_mlir.runtime.inputs import load_inputs, random_inputs, save_outputs
@@ -53,7 +54,6 @@ from alpa_mlir.runtime.reference import (
     compare_outputs,
     compile_reference,
 )
-from alpa_mlir.runtime.schedules import ScheduleKind
 from alpa_mlir.runtime.signature import Signature, format_tensor
 from alpa_mlir.runtime.spmd import (
     CompileSettings,

@@ -30,30 +30,18 @@ from dataclasses import dataclass
 from jax.extend.mlir import ir
 from jax.extend.mlir.dialects import func, stablehlo
 
+from alpa_mlir.dialect_utils.attributes import (
+    KIND_ATTR,
+    LAYER_ATTR,
+    MICROBATCH_ATTR,
+    NUM_MICROBATCHES_ATTR,
+    PHASE_ATTR,
+)
 from alpa_mlir.dialect_utils.graph import FunctionGraph, OpNode, ValueNode, functions
 
 from ..inline_calls import remap_operands
 from .microbatch import MicrobatchError, MicrobatchSplit
 from .step_analysis import op_inputs
-
-NUM_MICROBATCHES_ATTR = "alpa.num_microbatches"
-MICROBATCH_ATTR = "alpa.microbatch"
-KIND_ATTR = "alpa.kind"
-LAYER_ATTR = "alpa.layer"
-PHASE_ATTR = "alpa.phase"
-
-
-def phase_of(node: OpNode) -> str:
-    """An op's `alpa.phase` (forward, backward or apply); ops without one (created by a
-    rewrite after layer construction) count as backward."""
-    attrs = node.op.attributes
-    return str(ir.StringAttr(attrs[PHASE_ATTR]).value) if PHASE_ATTR in attrs else "backward"
-
-
-def layer_of(node: OpNode) -> int | None:
-    """An op's `alpa.layer`, if it has one."""
-    attrs = node.op.attributes
-    return int(ir.IntegerAttr(attrs[LAYER_ATTR]).value) if LAYER_ATTR in attrs else None
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,19 @@ from dataclasses import dataclass, field
 from jax.extend.mlir import ir
 from jax.extend.mlir.dialects import func, mpmd
 
-from alpa_mlir.dialect_utils import sharding as S
+from alpa_mlir.dialect_utils import shardy as S
+from alpa_mlir.dialect_utils.attributes import (
+    KIND_ATTR,
+    LAYER_ATTR,
+    MICROBATCH_ATTR,
+    Phase,
+    layer_of,
+    phase_of,
+)
 from alpa_mlir.dialect_utils.graph import FunctionGraph, OpNode, ValueNode
 
 from ..inline_calls import remap_operands
-from .accumulation import KIND_ATTR, LAYER_ATTR, MICROBATCH_ATTR, SplitStep, phase_of
+from .accumulation import SplitStep
 from .step_analysis import op_inputs
 
 TOPOLOGY_ATTR = "topology"
@@ -106,11 +114,10 @@ class _Writer:
     # -- placement ---------------------------------------------------------------
 
     def _stage(self, node: OpNode) -> int:
-        attrs = node.op.attributes
-        if LAYER_ATTR not in attrs:
+        layer = layer_of(node)
+        if layer is None:
             raise FragmentError(
                 f"'{node.name}' has no {LAYER_ATTR}: run alpa-layer-construction first", node.location)
-        layer = int(ir.IntegerAttr(attrs[LAYER_ATTR]).value)
         if not 0 <= layer < len(self.stage_of_layer):
             raise FragmentError(f"{LAYER_ATTR} = {layer} is outside the plan's "
                                 f"{len(self.stage_of_layer)} layers", node.location)
@@ -119,8 +126,8 @@ class _Writer:
     def _items(self, graph: FunctionGraph, is_main: bool) -> list[_Item]:
         if is_main:
             return self._main_items(graph)
-        forward = [n for n in graph.ops if phase_of(n) == FORWARD]
-        backward = [n for n in graph.ops if phase_of(n) != FORWARD]
+        forward = [n for n in graph.ops if phase_of(n) is Phase.FORWARD]
+        backward = [n for n in graph.ops if phase_of(n) is not Phase.FORWARD]
         items = _group(graph, forward, lambda n: (self._stage(n), FORWARD), reverse=False)
         tail = _group(graph, backward, lambda n: (self._stage(n), BACKWARD), reverse=True)
         for item in tail:
@@ -282,8 +289,7 @@ class _Writer:
                     inputs.append(v.value)
         outputs = [r for node in item.ops for r in node.results if _read_after(graph, r, item)]
         operands = [self._on(v, item.stage, ip, home, producer_stage) for v in inputs]
-        layers = sorted({int(ir.IntegerAttr(n.op.attributes[LAYER_ATTR]).value)
-                         for n in item.ops if LAYER_ATTR in n.op.attributes})
+        layers = sorted({k for n in item.ops if (k := layer_of(n)) is not None})
         origin = _origin(item.kind, layers)
         staged = item.kind in (FORWARD, BACKWARD, APPLY)
         frag = mpmd.FragmentOp([self._mt(item.stage, r.value.type) for r in outputs], operands, origin,

@@ -28,18 +28,16 @@ from __future__ import annotations
 
 from jax.extend.mlir import ir
 
+from alpa_mlir.dialect_utils.attributes import PHASE_ATTR, Phase, layer_of, phase_of
 from alpa_mlir.dialect_utils.graph import FunctionGraph, OpNode
 
 from ..inline_calls import remap_operands
-from .accumulation import PHASE_ATTR, layer_of, phase_of
-
-FORWARD = "forward"
 
 
 def rematerialize(function: ir.Operation) -> int:
     """Rewrite `function` in place (module docstring); returns the number of ops cloned."""
     graph = FunctionGraph(function)
-    producer: dict[ir.Value, OpNode] = {r.value: node for node in graph.ops if phase_of(node) == FORWARD
+    producer: dict[ir.Value, OpNode] = {r.value: node for node in graph.ops if phase_of(node) is Phase.FORWARD
                                         for r in node.results}
     copies: dict[tuple[int, ir.Value], ir.Value] = {}  # (layer, original) -> recomputed
     cloned = 0
@@ -66,7 +64,7 @@ def rematerialize(function: ir.Operation) -> int:
                        if (layer, u.value) in copies}
             with function.context:
                 clone = node.op.clone(ir.InsertionPoint(before))
-                clone.attributes[PHASE_ATTR] = ir.StringAttr.get("backward")
+                clone.attributes[PHASE_ATTR] = ir.StringAttr.get(Phase.BACKWARD)
             remap_operands(clone, mapping)
             cloned += 1
             for old, new in zip(node.results, clone.results, strict=True):
@@ -75,7 +73,7 @@ def rematerialize(function: ir.Operation) -> int:
 
     for node in graph.ops:
         layer = layer_of(node)
-        if phase_of(node) == FORWARD or layer is None:
+        if phase_of(node) is Phase.FORWARD or layer is None:
             continue
 
         def visit(inner: ir.Operation, layer: int = layer, top: ir.Operation = node.op) -> ir.WalkResult:

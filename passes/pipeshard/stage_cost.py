@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from jax.extend.mlir import ir
 from jax.extend.mlir.dialects import func
 
+from alpa_mlir.dialect_utils.attributes import LAYER_ATTR, PHASE_ATTR, Phase, layer_of, phase_of
 from alpa_mlir.dialect_utils.graph import FunctionGraph, ValueNode
 from alpa_mlir.dialect_utils.op_factors import FactorTable, factor_rules
 
@@ -42,7 +43,6 @@ from ..sharding.ilp import SolverOptions, solve
 from ..sharding.mesh import LogicalMesh
 from ..sharding.spec import shard_count
 from ..sharding.strategy import Options, RuleContext
-from .accumulation import LAYER_ATTR, PHASE_ATTR, layer_of, phase_of
 from .stage_dp import StageCost, SubmeshShape
 from .step_analysis import op_inputs
 
@@ -186,7 +186,7 @@ class LayerCostModel:
                 param_total += arg.info.nbytes
                 continue
             held = arg.info.nbytes / shard_count(sg.output_spec(arg, choices), mesh)
-            read = {phases[u.index] == "forward" for u, _ in graph.users(arg)}
+            read = {phases[u.index] is Phase.FORWARD for u, _ in graph.users(arg)}
             if True in read:  # an input of the forward (a batch slice, an activation)
                 inputs += held
                 if False in read:  # ... that the backward reads too: kept till then
@@ -198,10 +198,10 @@ class LayerCostModel:
         fraction = params / param_total if param_total else 1.0
         params += self.state_bytes.get(layer, 0.0) * fraction + resident
         for node, phase in zip(graph.ops, phases, strict=True):
-            if phase != "forward":
+            if phase is not Phase.FORWARD:
                 continue
             for r in node.results:
-                if any(phases[u.index] != "forward" for u, _ in graph.users(r)) or graph.result_positions(r):
+                if any(phases[u.index] is not Phase.FORWARD for u, _ in graph.users(r)) or graph.result_positions(r):
                     activations += r.info.nbytes / shard_count(sg.output_spec(r, choices), mesh)
         op_compute: dict[int, float] = {}  # top-level op -> its compute (regions included)
         for node in sg.nodes:
@@ -211,7 +211,7 @@ class LayerCostModel:
         compute = sum(op_compute.values())
         latency, peak = solution.objective, problem.peak_bytes(sg, choices)
         if self.remat:  # the forward runs again before the backward; only inputs are kept
-            forward = sum(c for k, c in op_compute.items() if phases[k] == "forward")
+            forward = sum(c for k, c in op_compute.items() if phases[k] is Phase.FORWARD)
             return LayerCost(latency + forward, compute + forward, params, inputs, peak)
         return LayerCost(latency, compute, params, activations, peak)
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from jax.extend.mlir import ir
 
 from alpa_mlir.dialect_utils import mpmd
-from alpa_mlir.dialect_utils import sharding as S
+from alpa_mlir.dialect_utils import shardy as S
+from alpa_mlir.dialect_utils.attributes import donated_args
 from alpa_mlir.dialect_utils.graph import FunctionGraph, ValueNode
 from alpa_mlir.dialect_utils.op_factors import FactorTable, factor_rules
 
@@ -165,8 +166,6 @@ def _returned(fn: ir.Operation) -> list[ir.Value]:
 
 def _aliases(fn: ir.Operation) -> dict[ir.Value, ir.Value]:
     """Returned value -> the donated argument it updates (`tf.aliasing_output`)."""
-    from .step_analysis import donated_args
-
     block = fn.regions[0].blocks[0]
     returned = _returned(fn)
     found: dict[ir.Value, ir.Value] = {}

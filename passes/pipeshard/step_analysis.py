@@ -34,23 +34,15 @@ one: gradient accumulation must check the reductions where the batch ends (DESIG
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
 from jax.extend.mlir import ir
 
+from alpa_mlir.dialect_utils.attributes import Phase
 from alpa_mlir.dialect_utils.graph import FunctionGraph, OpNode, ValueNode
 from alpa_mlir.passes.sharding.batch_dims import batch_dims
-
-ALIASING_ATTR = "tf.aliasing_output"
-
-
-class Phase(enum.Enum):
-    FORWARD = "forward"
-    BACKWARD = "backward"
-    APPLY = "apply"
 
 
 class StepAnalysisError(ValueError):
@@ -70,19 +62,6 @@ class StepAnalysis:
     def ops_in(self, phase: Phase) -> tuple[int, ...]:
         """Indices of the ops of one phase, in program order."""
         return tuple(i for i, p in enumerate(self.phases) if p is phase)
-
-
-def donated_args(func_op: ir.Operation) -> dict[int, int]:
-    """Argument index -> `tf.aliasing_output` result index, for the donated arguments."""
-    attrs = func_op.attributes
-    if "arg_attrs" not in attrs:
-        return {}
-    found: dict[int, int] = {}
-    for i, d in enumerate(ir.ArrayAttr(attrs["arg_attrs"])):
-        dictionary = ir.DictAttr(d)
-        if ALIASING_ATTR in dictionary:
-            found[i] = int(ir.IntegerAttr(dictionary[ALIASING_ATTR]).value)
-    return found
 
 
 def default_loss_result(graph: FunctionGraph) -> int | None:

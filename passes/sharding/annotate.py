@@ -14,7 +14,7 @@ from __future__ import annotations
 from jax.extend.mlir import ir
 from jax.extend.mlir.dialects import stablehlo
 
-from alpa_mlir.dialect_utils import sharding as S
+from alpa_mlir.dialect_utils import shardy as S
 
 from .mesh import LogicalMesh
 from .problem import NodeKind, StrategyGraph, resharded_uses

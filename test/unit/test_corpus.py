@@ -33,7 +33,7 @@ import jax
 import numpy as np
 import pytest
 
-from alpa_mlir.dialect_utils import sharding as S
+from alpa_mlir.dialect_utils import shardy as S
 from alpa_mlir.dialect_utils.context import make_context, parse_module
 from alpa_mlir.dialect_utils.graph import main_function
 from alpa_mlir.passes import PassManager

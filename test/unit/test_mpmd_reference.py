@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from jax.extend.mlir import ir
 
-from alpa_mlir.dialect_utils import context, graph, mpmd, sharding
+from alpa_mlir.dialect_utils import context, graph, mpmd, shardy
 from alpa_mlir.dialect_utils.diagnostics import DiagnosticError
 from alpa_mlir.runtime import ModuleKind, module_kind
 from alpa_mlir.runtime.errors import InputMismatchError
@@ -228,7 +228,7 @@ def _fragments(module: ir.Module) -> list[ir.Operation]:
 def test_topology(step: ir.Module) -> None:
     topo = mpmd.topology(_main(step))
     assert list(topo) == ["stage0", "stage1"]
-    assert topo["stage0"] == sharding.Mesh.from_shape((2,), ("x",))
+    assert topo["stage0"] == shardy.Mesh.from_shape((2,), ("x",))
     assert mpmd.topology(graph.functions(step)["microbatch"]) == topo
 
 

@@ -20,7 +20,7 @@ from alpa_mlir.passes import (
     pass_names,
 )
 from alpa_mlir.passes.pass_base import Pass
-from alpa_mlir.passes.pipeline import PythonStep
+from alpa_mlir.passes.pass_pipeline import PythonStep
 
 MODULE = """
 func.func @main(%arg0: tensor<4xf32>) -> tensor<4xf32> {

@@ -15,11 +15,11 @@ import pytest
 
 from alpa_mlir.dialect_utils import mpmd
 from alpa_mlir.dialect_utils.context import make_context, parse_module, print_module
+from alpa_mlir.dialect_utils.schedules import ScheduleKind
 from alpa_mlir.models.export import example_inputs, export_train_step
 from alpa_mlir.passes.pass_manager import PassManager
 from alpa_mlir.runtime.pipeline import Move, PipelineExecutable, Run, read_program
 from alpa_mlir.runtime.reference import Tolerance, compare_outputs, compile_reference
-from alpa_mlir.runtime.schedules import ScheduleKind
 
 CLUSTER = "devices=2x4"
 MANUAL_2 = ("stages=manual layer-ranges=0-0,1-1 stage-submeshes=1x4,1x4 stage-logical-shapes=2x2,1x4", 2)

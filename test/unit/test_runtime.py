@@ -17,7 +17,7 @@ from jax.extend.mlir import ir
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from alpa_mlir.dialect_utils import context, sharding
+from alpa_mlir.dialect_utils import context, shardy
 from alpa_mlir.dialect_utils.diagnostics import DiagnosticError
 from alpa_mlir.runtime import collectives, devices, hlo_sharding, inputs, reference, spmd
 from alpa_mlir.runtime.collectives import CollectiveKind
@@ -144,7 +144,7 @@ def test_more_devices_than_available_says_how(devs: tuple[jax.Device, ...]) -> N
 
 
 def test_device_mesh_from_sdy_honours_device_ids(devs: tuple[jax.Device, ...]) -> None:
-    mesh = sharding.parse_mesh('<["x"=2, "y"=2], device_ids=[3, 2, 1, 0]>')
+    mesh = shardy.parse_mesh('<["x"=2, "y"=2], device_ids=[3, 2, 1, 0]>')
     dm = devices.DeviceMesh.from_sdy(mesh, devs[:4])
     assert dm.device_ids == (3, 2, 1, 0)
     jm = dm.jax_mesh()

@@ -1,4 +1,4 @@
-"""Pipeline schedules (`alpa_mlir.runtime.schedules`): clock counts, dependencies, memory."""
+"""Pipeline schedules (`alpa_mlir.dialect_utils.schedules`): clock counts, dependencies, memory."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alpa_mlir.runtime import schedules
-from alpa_mlir.runtime.schedules import (
+from alpa_mlir.dialect_utils import schedules
+from alpa_mlir.dialect_utils.schedules import (
     ClockTable,
     ScheduleError,
     ScheduleKind,

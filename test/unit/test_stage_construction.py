@@ -165,7 +165,7 @@ def test_stages_are_sharded_on_their_meshes() -> None:
     main = funcs["main"]
     block = main.regions[0].blocks[0]
     returned = list(list(block.operations)[-1].operation.operands)
-    from alpa_mlir.passes.pipeshard.step_analysis import donated_args
+    from alpa_mlir.dialect_utils.attributes import donated_args
 
     for arg, result in donated_args(main).items():
         assert str(block.arguments[arg].type) == str(returned[result].type)

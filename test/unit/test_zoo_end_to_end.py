@@ -9,7 +9,7 @@ from pathlib import Path
 import jax
 import pytest
 
-from alpa_mlir.dialect_utils import sharding as S
+from alpa_mlir.dialect_utils import shardy as S
 from alpa_mlir.dialect_utils.context import make_context, parse_module, print_module
 from alpa_mlir.dialect_utils.graph import main_function
 from alpa_mlir.models.export import argument_names, example_inputs, export_train_step

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.extend.mlir import ir
 
-from alpa_mlir.dialect_utils import sharding as S
+from alpa_mlir.dialect_utils import shardy as S
 from alpa_mlir.dialect_utils.context import make_context, parse_module, print_module
 from alpa_mlir.dialect_utils.graph import FunctionGraph, main_function
 

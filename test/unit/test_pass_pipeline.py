@@ -5,7 +5,7 @@ import pytest
 from alpa_mlir.dialect_utils.context import make_context
 from alpa_mlir.passes import PipelineError, build_steps, parse_pipeline
 from alpa_mlir.passes.annotate_flops import AnnotateFlopsPass
-from alpa_mlir.passes.pipeline import NativeStep, PythonStep
+from alpa_mlir.passes.pass_pipeline import NativeStep, PythonStep
 
 
 @pytest.fixture(scope="module")

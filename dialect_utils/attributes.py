@@ -1,0 +1,86 @@
+"""The attributes our passes write and read: every `alpa.*` name, the values they take,
+and one reader for each.
+
+Passes and the runtime import names from here; nothing else spells `"alpa.layer"` or
+decodes it. JAX's own argument attributes (donation) are read here too, so that "which
+arguments does the step update" has one answer.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from jax.extend.mlir import ir
+
+from .graph import OpNode
+
+LAYER_ATTR = "alpa.layer"
+"""i64 on an op: the pipeline layer it belongs to (alpa-layer-construction)."""
+PHASE_ATTR = "alpa.phase"
+"""string on an op: its `Phase` (alpa-layer-construction)."""
+NUM_LAYERS_ATTR = "alpa.num_layers"
+"""i64 on @main: how many layers alpa-layer-construction made."""
+NUM_MICROBATCHES_ATTR = "alpa.num_microbatches"
+"""i64 on @main: microbatches per step (alpa-gradient-accumulation)."""
+MICROBATCH_ATTR = "alpa.microbatch"
+"""i64 on a microbatch call: which microbatch it runs."""
+KIND_ATTR = "alpa.kind"
+"""string on an MPMD fragment: forward, backward, prologue or apply."""
+STAGE_PLAN_ATTR = "alpa.stage_plan"
+"""JSON string on the module: the stage plan (`dialect_utils.stage_plan`)."""
+FLOPS_ATTR = "alpa.flops"
+"""i64 on an op: its FLOP count (alpa-annotate-flops)."""
+GRAD_MARKER = "alpa.grad_marker"
+"""custom-call target marking the gradients of a training step."""
+GRAD_MARKED_ATTR = "alpa.grad_marked"
+"""unit attribute on @main: its gradients are marked."""
+
+ALIASING_OUTPUT = "tf.aliasing_output"
+"""JAX's argument attribute: the donated argument's buffer becomes this result."""
+BUFFER_DONOR = "jax.buffer_donor"
+"""JAX's argument attribute: the argument's buffer may be reused (donated, no result)."""
+
+
+class Phase(enum.StrEnum):
+    """The part of a training step an op belongs to (`alpa.phase`)."""
+
+    FORWARD = "forward"
+    BACKWARD = "backward"
+    APPLY = "apply"
+
+
+def _op(op: ir.Operation | ir.OpView | OpNode) -> ir.Operation:
+    return op.op if isinstance(op, OpNode) else op.operation
+
+
+def layer_of(op: ir.Operation | ir.OpView | OpNode) -> int | None:
+    """An op's `alpa.layer`, if it has one."""
+    attrs = _op(op).attributes
+    return int(ir.IntegerAttr(attrs[LAYER_ATTR]).value) if LAYER_ATTR in attrs else None
+
+
+def phase_of(op: ir.Operation | ir.OpView | OpNode) -> Phase:
+    """An op's `alpa.phase`; an op without one (made by a rewrite after layer
+    construction, such as an accumulation) counts as backward."""
+    attrs = _op(op).attributes
+    return Phase(str(ir.StringAttr(attrs[PHASE_ATTR]).value)) if PHASE_ATTR in attrs else Phase.BACKWARD
+
+
+def int_attr(op: ir.Operation | ir.OpView, name: str) -> int | None:
+    """The integer attribute `name` of an op (an `alpa.*` count), if present."""
+    attrs = _op(op).attributes
+    return int(ir.IntegerAttr(attrs[name]).value) if name in attrs else None
+
+
+def donated_args(func_op: ir.Operation | ir.OpView) -> dict[int, int]:
+    """Argument index -> result index (`tf.aliasing_output`), for the arguments a
+    function updates in place."""
+    attrs = _op(func_op).attributes
+    if "arg_attrs" not in attrs:
+        return {}
+    found: dict[int, int] = {}
+    for i, d in enumerate(ir.ArrayAttr(attrs["arg_attrs"])):
+        dictionary = ir.DictAttr(d)
+        if ALIASING_OUTPUT in dictionary:
+            found[i] = int(ir.IntegerAttr(dictionary[ALIASING_OUTPUT]).value)
+    return found
