@@ -9,7 +9,7 @@ OUT := out
 export XLA_FLAGS := --xla_force_host_platform_device_count=8
 export JAX_PLATFORMS := cpu
 
-.PHONY: all demo test test-all lint typecheck lit unit unit-all setup clean
+.PHONY: all demo docs test test-all lint typecheck lit unit unit-all setup clean
 
 all: test
 
@@ -39,6 +39,13 @@ demo: $(STAMP)
 	@$(BIN)/python -c "import json; d = json.load(open('$(OUT)/gpt_tiny.pipeline.json')); [print(f\"stage {s['stage']}: layers {s['layers'][0]}..{s['layers'][1]} on submesh {s['submesh'][0]}x{s['submesh'][1]} as {s['logical_shape'][0]}x{s['logical_shape'][1]}\") for s in d['stages']]"
 	@echo "== run: the pipeline runtime (1F1B, every stage on its own CPU devices), checked against one device"
 	$(BIN)/alpa-run $(OUT)/gpt_tiny.pipeline.mlir --inputs $(OUT)/gpt_tiny.inputs.npz --steps 2 --reference
+
+# docs/passes.md and the README's pass table, generated from the pass registry
+# (test/unit/test_docs.py fails when they are stale).
+docs: $(STAMP)
+	$(BIN)/alpa-opt --list-passes --markdown > docs/passes.md.tmp
+	mv docs/passes.md.tmp docs/passes.md
+	$(BIN)/python -m alpa_mlir.tools.pass_listing --readme README.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

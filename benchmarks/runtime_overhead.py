@@ -42,9 +42,9 @@ def measure(stages: int, microbatches: int, steps: int, schedule: str, batch: in
     ctx = make_context()
     module = parse_module(text, ctx)
     options = (f"devices=2x4 layers={stages} eps=100 num-microbatches={microbatches} "
-               f"stages=uniform num-stages={stages}")
+               f"stages=uniform num-stages={stages} schedule={schedule}")
     PassManager.parse(f"builtin.module(alpa-pipeshard{{{options}}})", ctx).run(module)
-    exe = PipelineExecutable(module, jax.devices()[:8], schedule=schedule, transfer="device-put")
+    exe = PipelineExecutable(module, jax.devices()[:8], transfer="device-put")
     # Placed once, as in a training loop, where parameters and optimizer state stay
     # resident on their meshes: a step's time is the pipeline's, not the host upload's.
     inputs = exe.place(example_inputs("gpt", "tiny", seed=0, **overrides))

@@ -5,6 +5,8 @@
 - `diagnostics`: MLIR diagnostics as Python values, `file:line:col` formatting.
 - `types`: tensor shapes, element types, byte sizes.
 - `graph`: a typed, read-only view of a function (ops, values, users, decoded attributes).
+- `inlining`: copying ops between functions: `func.call`s inlined, clones pointed at
+  the values of their new home.
 - `flops`: floating-point operation counts per op.
 - `op_factors`: how an op's dims relate: Shardy's op sharding rules as values (factors,
   reductions, ...), with our rules for the ops Shardy has none for.

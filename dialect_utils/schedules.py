@@ -1,6 +1,7 @@
 """Pipeline schedules: which task each mesh runs at each clock.
 
-Pure Python, no jax (DESIGN 4.5; docs/runtime.md). The pipeline runtime turns a clock
+Pure Python, no jax (docs/runtime.md). Shared by the planner and the runtime: the stage
+DP takes its memory rule (`in_flight`) from here, and the pipeline runtime turns a clock
 table into per-mesh instruction lists; this module only decides the order.
 
 Formulation
@@ -56,7 +57,8 @@ FORWARD_ONLY (inference): the forward pass of GPipe alone, S+M-1 clocks, no appl
 
 (Alpa's InferenceSchedule appends an apply row that is empty when there are no apply
 stages; here the table simply ends.) The pictures are `format_table(clock_table(...))`;
-`check_dependencies` validates any table, `max_in_flight` counts held activations and
+`check_dependencies` validates any table, `max_in_flight` counts held activations (and
+`in_flight` gives the same count without a table, for the stage DP's memory rule) and
 `per_mesh_order` gives each mesh's tasks in the order its instruction list runs them.
 """
 
@@ -252,6 +254,21 @@ def max_in_flight(table: Sequence[Sequence[Task | None]], mesh: int) -> int:
             most = max(most, len(held))
         elif task.kind is TaskKind.BACKWARD:
             held.discard(task.microbatch)
+    return most
+
+
+def in_flight(kind: ScheduleKind, stages_from_here: int, num_microbatches: int) -> int:
+    """The most microbatches of activations a stage holds under `kind` when it and the
+    stages after it number `stages_from_here`: counted on the stage's own task order, the
+    order its clock-table row runs (forwards hold, backwards free). 1F1B gives
+    min(stages_from_here, M), GPipe and forward-only M. The count is nondecreasing in
+    `stages_from_here` and constant from M on; the stage DP's memory rule reads it here,
+    so planner and runtime agree by construction."""
+    _check_sizes(stages_from_here, num_microbatches)
+    held = most = 0
+    for task in _mesh_order(kind, 0, stages_from_here, num_microbatches):
+        held += 1 if task.kind is TaskKind.FORWARD else -1
+        most = max(most, held)
     return most
 
 

@@ -42,9 +42,9 @@ def main() -> int:
     ctx = make_context()
     module = parse_module(text, ctx)
     PassManager.parse(
-        f"builtin.module(alpa-pipeshard{{devices=2x4 num-microbatches={args.microbatches}}})", ctx
+        f"builtin.module(alpa-pipeshard{{devices=2x4 num-microbatches={args.microbatches} schedule={args.schedule}}})", ctx
     ).run(module)
-    exe = PipelineExecutable(module, jax.devices()[:8], schedule=args.schedule)
+    exe = PipelineExecutable(module, jax.devices()[:8])  # runs the schedule the plan was costed for
     for placement, mesh in zip(exe.placements, exe.program.meshes, strict=True):
         ids = ",".join(str(d.id) for d in placement.devices)
         print(f"stage {placement.stage}: mesh {mesh.text()} on devices [{ids}]")

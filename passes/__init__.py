@@ -1,5 +1,7 @@
 """alpa-mlir passes: the pass base, options, registry, pipeline parser and pass manager,
-and one module per registered pass (named after it).
+`inlined_main` (the @main the planning passes analyze), one module per registered pass
+(named after it, holding its pass class), and the phase packages the passes share
+(`sharding`, `pipeshard`).
 
 Embedding (another compiler's `ir.Module`, built in a context from
 `alpa_mlir.dialect_utils.context.make_context()`):

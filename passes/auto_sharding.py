@@ -18,7 +18,7 @@ from alpa_mlir.dialect_utils.graph import FunctionGraph, OpNode, ValueNode
 from alpa_mlir.dialect_utils.op_factors import FactorTable, factor_rules
 from alpa_mlir.dialect_utils.shardy import strip_shardings
 
-from .inline_calls import inlined_main
+from .inlined_main import inlined_main
 from .options import format_value
 from .pass_base import Pass, PassContext
 from .sharding import annotate, problem

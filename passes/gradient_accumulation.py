@@ -1,4 +1,4 @@
-"""alpa-gradient-accumulation: split a training step into microbatches (DESIGN 4.2)."""
+"""alpa-gradient-accumulation: split a training step into microbatches."""
 
 from __future__ import annotations
 
@@ -7,13 +7,11 @@ from typing import ClassVar
 
 from jax.extend.mlir import ir
 
-from alpa_mlir.dialect_utils.attributes import GRAD_MARKED_ATTR, GRAD_MARKER, donated_args
 from alpa_mlir.dialect_utils.graph import FunctionGraph
 
-from .inline_calls import inlined_main
+from .inlined_main import inlined_main
 from .pass_base import Pass, PassContext
-from .pipeshard.accumulation import SplitStep, split_step
-from .pipeshard.microbatch import MicrobatchError, MicrobatchSplit, analyze_microbatches
+from .pipeshard.microbatch_split import apply_split, microbatch_split, remove_grad_markers
 
 
 @dataclass(frozen=True)
@@ -61,73 +59,3 @@ class GradientAccumulationPass(Pass):
         split = microbatch_split(graph, main, ctx, self.NAME, self.num_microbatches,
                                  self.batch_args, self.allow_per_microbatch_statistics)
         apply_split(module, main, graph, split, ctx)
-
-
-def microbatch_split(graph: FunctionGraph, main: ir.Operation, ctx: PassContext, pass_name: str,
-                     num_microbatches: int, batch_args: tuple[int, ...],
-                     allow_statistics: bool) -> MicrobatchSplit:
-    """The analysis, with the pass's checks and diagnostics."""
-    if num_microbatches < 1:
-        ctx.fail(f"{pass_name}: num-microbatches must be >= 1, got {num_microbatches}", main.location)
-    for i in batch_args:
-        if not 0 <= i < len(graph.args):
-            ctx.fail(f"batch-args names argument {i}, but @main has {len(graph.args)} arguments",
-                     main.location)
-    batch = batch_args or tuple(sorted(set(range(len(graph.args))) - set(donated_args(main))))
-    marked = _marked(main)
-    try:
-        split = analyze_microbatches(graph, batch, num_microbatches, allow_statistics=allow_statistics,
-                                     marked=marked)
-    except MicrobatchError as e:
-        ctx.fail(f"{pass_name}: {e}", e.location or main.location)
-    if split.statistics and num_microbatches > 1:
-        ctx.warning(
-            f"{len(split.statistics)} batch statistics are computed per microbatch "
-            "(allow-per-microbatch-statistics=true): results differ from the full-batch step",
-            graph.ops[split.statistics[0]].location)
-    return split
-
-
-
-
-def remove_grad_markers(main: ir.Operation) -> ir.Operation:
-    """Replace each `custom_call @alpa.grad_marker` by its operands, remembering them:
-    the producing op gets `alpa.grad_marked = [result numbers]` (an argument passed
-    straight to a marker is batch-free and needs no mark)."""
-    block = main.regions[0].blocks[0]
-    for op in list(block.operations):
-        operation = op.operation
-        attrs = operation.attributes
-        if operation.name != "stablehlo.custom_call" or "call_target_name" not in attrs:
-            continue
-        if ir.StringAttr(attrs["call_target_name"]).value != GRAD_MARKER:
-            continue
-        for operand, result in zip(operation.operands, operation.results, strict=True):
-            owner = operand.owner
-            if not isinstance(owner, ir.Block):
-                producer = owner.operation
-                marks = list(ir.DenseI64ArrayAttr(producer.attributes[GRAD_MARKED_ATTR])) \
-                    if GRAD_MARKED_ATTR in producer.attributes else []
-                number = list(producer.results).index(operand)
-                producer.attributes[GRAD_MARKED_ATTR] = ir.DenseI64ArrayAttr.get(sorted({*marks, number}))
-            result.replace_all_uses_with(operand)
-        operation.erase()
-    return main
-
-
-def _marked(main: ir.Operation) -> list[ir.Value]:
-    found: list[ir.Value] = []
-    for op in main.regions[0].blocks[0].operations:
-        operation = op.operation
-        if GRAD_MARKED_ATTR in operation.attributes:
-            found.extend(operation.results[k] for k in ir.DenseI64ArrayAttr(operation.attributes[GRAD_MARKED_ATTR]))
-            del operation.attributes[GRAD_MARKED_ATTR]
-    return found
-
-
-def apply_split(module: ir.Module, main: ir.Operation, graph: FunctionGraph,
-                split: MicrobatchSplit, ctx: PassContext) -> SplitStep:
-    try:
-        return split_step(module, main, graph, split)
-    except MicrobatchError as e:
-        ctx.fail(str(e), e.location or main.location)

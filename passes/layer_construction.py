@@ -18,7 +18,7 @@ from alpa_mlir.dialect_utils.attributes import (
 from alpa_mlir.dialect_utils.flops import op_flops
 from alpa_mlir.dialect_utils.graph import FunctionGraph
 
-from .inline_calls import inlined_main
+from .inlined_main import inlined_main
 from .pass_base import Pass, PassContext
 from .pipeshard.layer_clustering import (
     ALPA_EPS,
@@ -26,6 +26,7 @@ from .pipeshard.layer_clustering import (
     ClusterOp,
     Edge,
     LayerClusteringError,
+    LayerCount,
     LayerPlan,
     OpRole,
     RemainingOp,
@@ -42,28 +43,6 @@ from .pipeshard.step_analysis import (
 )
 
 HEAVY_OPS = frozenset(("stablehlo.dot_general", "stablehlo.convolution"))
-
-
-@dataclass(frozen=True)
-class LayerCount:
-    """The `layers` option: a fixed count, or None for Alpa's automatic choice."""
-
-    count: int | None = None
-
-    @classmethod
-    def parse_option(cls, text: str) -> LayerCount:
-        if text == "auto":
-            return cls(None)
-        try:
-            count = int(text)
-        except ValueError:
-            raise ValueError(f"expected 'auto' or a positive integer, got {text!r}") from None
-        if count < 1:
-            raise ValueError(f"expected 'auto' or a positive integer, got {text!r}")
-        return cls(count)
-
-    def __str__(self) -> str:
-        return "auto" if self.count is None else str(self.count)
 
 
 @dataclass(frozen=True)

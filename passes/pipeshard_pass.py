@@ -7,9 +7,9 @@ from typing import ClassVar
 
 from jax.extend.mlir import ir
 
-from .layer_construction import LayerConstructionPass, LayerCount
+from .layer_construction import LayerConstructionPass
 from .pass_base import PassContext
-from .pipeshard.layer_clustering import ALPA_EPS
+from .pipeshard.layer_clustering import ALPA_EPS, LayerCount
 from .stage_construction import StageConstructionPass
 
 

@@ -23,12 +23,19 @@ from alpa_mlir.dialect_utils.attributes import (
     phase_of,
 )
 from alpa_mlir.dialect_utils.graph import FunctionGraph
+from alpa_mlir.dialect_utils.schedules import ScheduleKind, in_flight
 from alpa_mlir.dialect_utils.shardy import strip_shardings
+from alpa_mlir.dialect_utils.stage_plan import (
+    PlanCluster,
+    PlanStage,
+    StagePlanRecord,
+    write_stage_plan,
+)
 
-from .gradient_accumulation import apply_split, microbatch_split, remove_grad_markers
-from .inline_calls import inlined_main
+from .inlined_main import inlined_main
 from .pass_base import Pass, PassContext
 from .pipeshard.fragments import FragmentError, mesh_name, write_mpmd
+from .pipeshard.microbatch_split import apply_split, microbatch_split, remove_grad_markers
 from .pipeshard.remat import rematerialize
 from .pipeshard.stage_cost import AXES, LayerCostModel
 from .pipeshard.stage_dp import (
@@ -41,24 +48,16 @@ from .pipeshard.stage_dp import (
     logical_shapes,
     plan_manual,
     plan_stages,
-    stashed_microbatches,
 )
 from .pipeshard.stage_sharding import shard_stages
 from .sharding.cluster import ClusterError, ClusterSpec, load_cluster
 from .sharding.mesh import MeshShape
-
-PLAN_ATTR = "alpa.stage_plan"
 
 
 class StageMode(enum.Enum):
     AUTO = "auto"
     UNIFORM = "uniform"
     MANUAL = "manual"
-
-
-class Schedule(enum.Enum):
-    ONE_F_ONE_B = "1f1b"
-    GPIPE = "gpipe"
 
 
 class LogicalChoice(enum.Enum):
@@ -97,7 +96,9 @@ class StageConstructionPass(Pass):
     devices: MeshShape | None = field(
         default=None, metadata={"help": "HOSTSxDEVICES overriding the cluster's (e.g. 2x4)"})
     num_microbatches: int = field(default=1, metadata={"help": "microbatches per step"})
-    schedule: Schedule = field(default=Schedule.ONE_F_ONE_B, metadata={"help": "1f1b or gpipe (memory rule)"})
+    schedule: ScheduleKind = field(
+        default=ScheduleKind.ONE_F_ONE_B,
+        metadata={"help": "1f1b or gpipe: the memory rule costed, and the schedule alpa-run runs"})
     submeshes: SubmeshSpace = field(default=SubmeshSpace.POWER_OF_TWO, metadata={"help": "power-of-two or all"})
     logical_shapes: LogicalChoice = field(
         default=LogicalChoice.ALL, metadata={"help": "logical meshes per submesh: all, data (dp only), model (mp only)"})
@@ -118,6 +119,9 @@ class StageConstructionPass(Pass):
 
     def run(self, module: ir.Module, ctx: PassContext) -> None:
         started = time.perf_counter()
+        if not self.schedule.has_backward:
+            ctx.fail(f"{self.NAME}: schedule={self.schedule.value} runs no backward; a training "
+                     "step needs gpipe or 1f1b")
         spec = self._cluster(ctx)
         cluster = Cluster(spec.hosts, spec.devices_per_host)
         main = inlined_main(module, ctx, self.NAME)
@@ -150,15 +154,15 @@ class StageConstructionPass(Pass):
         if self.shard_stages:
             logical = {mesh_name(k): costs.mesh(s.logical_shape) for k, s in enumerate(plan.stages)}
             sharded = shard_stages(module, logical, spec.peak_flops, self.time_limit)
-        data = self._report(spec, plan, costs, memory, summary.fragments, summary.transfers,
-                            dp_seconds, time.perf_counter() - started)
-        data["timing"].update(write_s=written - planned, shard_stages_s=time.perf_counter() - written)
-        data["remat"] = {"enabled": self.remat, "recomputed_ops": recomputed}
-        if sharded is not None:
-            data["stage_sharding"] = {"fragments": sharded.fragments, "constraints": sharded.constraints}
-        with module.context:
-            text = json.dumps({k: v for k, v in data.items() if k != "timing"}, sort_keys=True)
-            module.operation.attributes[PLAN_ATTR] = ir.StringAttr.get(text)
+        record = self._record(spec, plan, costs, memory, summary.fragments, summary.transfers,
+                              {"enabled": self.remat, "recomputed_ops": recomputed},
+                              None if sharded is None else
+                              {"fragments": sharded.fragments, "constraints": sharded.constraints})
+        write_stage_plan(module, record)
+        data = record.to_json()
+        data["timing"] = {"dp_s": dp_seconds, "layer_ilp_s": costs.stats.seconds,
+                          "total_s": time.perf_counter() - started, "write_s": written - planned,
+                          "shard_stages_s": time.perf_counter() - written}
         if self.report:
             try:
                 Path(self.report).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
@@ -190,28 +194,22 @@ class StageConstructionPass(Pass):
     def _plan(self, ctx: PassContext, main: ir.Operation, cluster: Cluster, costs: LayerCostModel,
               num_layers: int, memory: float) -> tuple[StagePlan, float]:
         m = self.num_microbatches
-        gpipe = self.schedule is Schedule.GPIPE
 
         def cost(first: int, last: int, submesh: SubmeshShape, shape: tuple[int, int]) -> Any:
             if shape not in self._shapes(submesh):
                 return None
-            c = costs.stage(first, last, submesh, shape)
-            if gpipe:  # GPipe stashes every microbatch: fold that into the activations
-                from dataclasses import replace
-                stash = stashed_microbatches(num_layers, m) or 1
-                c = replace(c, activation_bytes=c.activation_bytes * m / stash)
-            return c
+            return costs.stage(first, last, submesh, shape)
 
         cache = CostCache(cost)
         started = time.perf_counter()
         try:
             if self.stages is StageMode.AUTO:
-                result = plan_stages(num_layers, cluster, cache, m,
-                                     submesh_space=self.submeshes, device_memory_bytes=memory)
+                result = plan_stages(num_layers, cluster, cache, m, submesh_space=self.submeshes,
+                                     device_memory_bytes=memory, schedule=self.schedule)
                 return result.plan, time.perf_counter() - started
             ranges, submeshes, shapes = self._fixed_stages(ctx, main, cluster, num_layers)
-            plan = plan_manual(ranges, submeshes, shapes, cache, m, cluster=cluster,
-                               num_layers=num_layers, device_memory_bytes=memory)
+            plan = plan_manual(ranges, submeshes, shapes, cache, m, cluster=cluster, num_layers=num_layers,
+                               device_memory_bytes=memory, schedule=self.schedule)
             return plan, time.perf_counter() - started
         except StageDPError as e:
             ctx.fail(f"{self.NAME}: {e}", main.location)
@@ -249,35 +247,32 @@ class StageConstructionPass(Pass):
             ctx.fail(f"{self.NAME}: {e}", main.location)
         return ranges, subs, shapes
 
-    def _report(self, spec: ClusterSpec, plan: StagePlan, costs: LayerCostModel, memory: float,
-                fragments: Mapping[str, int], transfers: int, dp_seconds: float, seconds: float) -> dict[str, Any]:
+    def _record(self, spec: ClusterSpec, plan: StagePlan, costs: LayerCostModel, memory: float,
+                fragments: Mapping[str, int], transfers: int, remat: Mapping[str, Any],
+                stage_sharding: Mapping[str, Any] | None) -> StagePlanRecord:
         m = self.num_microbatches
         stages = []
         for k, s in enumerate(plan.stages):
             c = costs.stage(s.layer_start, s.layer_end, s.submesh, s.logical_shape)
             compute = costs.compute(s.layer_start, s.layer_end, s.logical_shape)
-            stash = m if self.schedule is Schedule.GPIPE else stashed_microbatches(plan.num_stages - k, m)
-            stages.append({
-                "stage": k, "layers": [s.layer_start, s.layer_end],
-                "submesh": [s.submesh.hosts, s.submesh.devices],
-                "logical_shape": list(s.logical_shape),
-                "latency_s": c.latency,
-                "compute_s": compute,
-                "communication_s": max(c.latency - compute, 0.0),
-                "param_bytes": c.param_bytes,
-                "activation_bytes": c.activation_bytes, "temp_bytes": c.temp_bytes,
-                "peak_bytes": c.memory_bytes(stash), "stashed_microbatches": stash,
-            })
-        return {
-            "cluster": {"name": spec.name, "hosts": spec.hosts, "devices_per_host": spec.devices_per_host,
-                        "memory_limit_bytes": memory},
-            "mode": self.stages.value, "schedule": self.schedule.value, "num_microbatches": m,
-            "num_layers": costs.num_layers, "stages": stages,
-            "predicted_step_s": plan.objective, "t_max_s": plan.t_max, "total_latency_s": plan.total_latency,
-            "fragments": dict(fragments), "transfers": transfers,
-            "cost_model": {"layer_solves": costs.stats.solves, "cache_hits": costs.stats.cache_hits},
-            "timing": {"dp_s": dp_seconds, "layer_ilp_s": costs.stats.seconds, "total_s": seconds},
-        }
+            stash = in_flight(self.schedule, plan.num_stages - k, m)
+            stages.append(PlanStage(
+                stage=k, layers=(s.layer_start, s.layer_end),
+                submesh=(s.submesh.hosts, s.submesh.devices),
+                logical_shape=(s.logical_shape[0], s.logical_shape[1]),
+                latency_s=c.latency, compute_s=compute, communication_s=max(c.latency - compute, 0.0),
+                param_bytes=c.param_bytes, activation_bytes=c.activation_bytes, temp_bytes=c.temp_bytes,
+                peak_bytes=c.memory_bytes(stash), stashed_microbatches=stash,
+            ))
+        return StagePlanRecord(
+            cluster=PlanCluster(spec.name, spec.hosts, spec.devices_per_host, memory),
+            mode=self.stages.value, schedule=self.schedule, num_microbatches=m,
+            num_layers=costs.num_layers, stages=tuple(stages),
+            predicted_step_s=plan.objective, t_max_s=plan.t_max, total_latency_s=plan.total_latency,
+            fragments=dict(fragments), transfers=transfers,
+            cost_model={"layer_solves": costs.stats.solves, "cache_hits": costs.stats.cache_hits},
+            remat=dict(remat), stage_sharding=None if stage_sharding is None else dict(stage_sharding),
+        )
 
 
 def _pair(text: str, sep: str) -> tuple[int, int]:

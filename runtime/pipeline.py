@@ -10,9 +10,11 @@ Reads an MPMD module (`docs/mpmd-format.md`) and local devices; runs it. See
    stage, m), (backward, stage, m), (apply, stage) and "post" (whatever follows). A
    transfer belongs to the unit of the value's producer (sent as soon as it exists).
 2. `place_stages`: each stage's submesh (from the plan in `alpa.stage_plan`: hosts x
-   devices per host, Alpa's allocation of whole hosts and power-of-two slices; else
+   devices per host, Alpa's allocation of whole hosts and power-of-two slices; a plan
+   whose submeshes cannot be placed is an error; a module without a plan gets
    consecutive devices) and its logical mesh (the topology's axes, row-major).
-3. `order`: the units in the order of a clock table (`schedules`): "pre", then clock by
+3. `order`: the units in the order of a clock table (`dialect_utils.schedules`; by
+   default the schedule the plan was costed for): "pre", then clock by
    clock, mesh by mesh, then "post". The order is checked against the data
    dependencies, and each value's last use gives the static FREE points.
 4. `PipelineExecutable.step`: RUN = the fragment's compiled SPMD executable
@@ -30,7 +32,6 @@ process) run it, and every cross-mesh movement goes through `Transfer`.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from alpa_mlir.dialect_utils import mpmd
 from alpa_mlir.dialect_utils import shardy as S
 from alpa_mlir.dialect_utils.schedules import ScheduleKind, clock_table
+from alpa_mlir.dialect_utils.stage_plan import StagePlanError, StagePlanRecord, read_stage_plan
 
 from .errors import ExecutionError
 from .fragments import FragmentCache
@@ -55,7 +57,6 @@ from .transfers import Transfer, transfer_for
 
 Slot = tuple[int, int]  # (value id, microbatch; -1 outside the microbatch function)
 PRE, POST = "pre", "post"
-PLAN_ATTR = "alpa.stage_plan"
 FORWARD, BACKWARD, APPLY = "forward", "backward", "apply"
 
 
@@ -104,7 +105,7 @@ class PipelineProgram:
     result_slots: tuple[Slot, ...]
     num_microbatches: int
     signature: Signature
-    plan: dict[str, object] | None  # alpa.stage_plan, if the module has one
+    plan: StagePlanRecord | None  # alpa.stage_plan, if the module has one
 
     @property
     def num_stages(self) -> int:
@@ -135,8 +136,10 @@ def read_program(module: ir.Module) -> PipelineProgram:
             reader.transfer(op, -1)
     terminator = list(block.operations)[-1].operation
     signature, placements = read_mpmd_signature(main)
-    attrs = module.operation.attributes
-    plan = json.loads(str(ir.StringAttr(attrs[PLAN_ATTR]).value)) if PLAN_ATTR in attrs else None
+    try:
+        plan = read_stage_plan(module)
+    except StagePlanError as e:
+        raise ExecutionError(f"cannot read the module's stage plan: {e}") from None
     return PipelineProgram(
         mesh_names=names,
         meshes=tuple(meshes.values()),
@@ -240,7 +243,7 @@ def place_stages(program: PipelineProgram, devices: Sequence[jax.Device]) -> tup
     if len(devices) < needed:
         raise ExecutionError(f"the program's {len(sizes)} stage meshes need {needed} devices, "
                              f"{len(devices)} given")
-    blocks = _plan_blocks(program, len(devices)) or _consecutive(sizes)
+    blocks = _consecutive(sizes) if program.plan is None else _plan_blocks(program.plan, program, len(devices))
     placements = []
     for k, (mesh, ids) in enumerate(zip(program.meshes, blocks, strict=True)):
         devs = tuple(devices[i] for i in ids)
@@ -257,31 +260,33 @@ def _consecutive(sizes: Sequence[int]) -> list[list[int]]:
     return out
 
 
-def _plan_blocks(program: PipelineProgram, available: int) -> list[list[int]] | None:
-    """Alpa's placement of the plan's submeshes: whole hosts first, then slices of a
-    host at offsets aligned to their size; None without a usable plan."""
-    plan = program.plan
-    if not plan or "stages" not in plan or "cluster" not in plan:
-        return None
-    cluster = plan["cluster"]
-    assert isinstance(cluster, dict)
-    hosts, per_host = int(cluster["hosts"]), int(cluster["devices_per_host"])
-    stages = plan["stages"]
-    assert isinstance(stages, list)
-    if hosts * per_host > available or len(stages) != program.num_stages:
-        return None
+def _plan_blocks(plan: StagePlanRecord, program: PipelineProgram, available: int) -> list[list[int]]:
+    """Alpa's placement of the plan's submeshes on its cluster's host-major device grid:
+    whole hosts first, then slices of a host at offsets aligned to their size. Raises
+    ExecutionError when the plan does not match the program or its submeshes do not fit."""
+    hosts, per_host = plan.cluster.hosts, plan.cluster.devices_per_host
+    where = f"the stage plan (cluster {plan.cluster.name}, {hosts}x{per_host})"
+    if plan.num_stages != program.num_stages:
+        raise ExecutionError(f"{where} has {plan.num_stages} stages, the program {program.num_stages} meshes")
+    if hosts * per_host > available:
+        raise ExecutionError(f"{where} needs {hosts * per_host} devices, {available} given")
+    for k, (stage, mesh) in enumerate(zip(plan.stages, program.meshes, strict=True)):
+        if stage.num_devices != mesh.size:
+            raise ExecutionError(f"{where}: stage {k} has submesh {stage.submesh[0]}x{stage.submesh[1]} "
+                                 f"({stage.num_devices} devices) but mesh {program.mesh_names[k]} has {mesh.size}")
     free = np.ones((hosts, per_host), dtype=bool)
-    blocks: list[list[int] | None] = [None] * len(stages)
-    order = sorted(range(len(stages)), key=lambda k: -stages[k]["submesh"][0] * stages[k]["submesh"][1])
-    for k in order:
-        h, d = stages[k]["submesh"]
+    blocks: list[list[int]] = [[] for _ in plan.stages]
+    for k in sorted(range(plan.num_stages), key=lambda k: -plan.stages[k].num_devices):
+        h, d = plan.stages[k].submesh
         found = _find_block(free, h, d)
         if found is None:
-            return None
+            taken = ", ".join(f"{s.submesh[0]}x{s.submesh[1]}" for s in plan.stages)
+            raise ExecutionError(f"{where}: the submeshes [{taken}] cannot be placed: no free "
+                                 f"{h}x{d} block left for stage {k}")
         rows, cols = found
         free[rows, cols] = False
         blocks[k] = [r * per_host + c for r in range(rows.start, rows.stop) for c in range(cols.start, cols.stop)]
-    return [b for b in blocks if b is not None]
+    return blocks
 
 
 def _find_block(free: np.ndarray, h: int, d: int) -> tuple[slice, slice] | None:
@@ -405,6 +410,19 @@ class StepStats:
     events: list[TraceEvent] = field(default_factory=list)
 
 
+def choose_schedule(plan: StagePlanRecord | None, requested: ScheduleKind | str | None
+                    ) -> tuple[ScheduleKind, tuple[str, ...]]:
+    """The schedule to run: `requested`, else the one the plan was costed for, else 1F1B;
+    with a warning when `requested` is not the plan's (its memory rule was not costed)."""
+    if requested is None:
+        return (ScheduleKind.ONE_F_ONE_B if plan is None else plan.schedule), ()
+    kind = ScheduleKind.parse(requested) if isinstance(requested, str) else requested
+    if plan is None or kind is plan.schedule:
+        return kind, ()
+    return kind, (f"running schedule {kind.value}, but the stage plan was costed for "
+                  f"{plan.schedule.value}: its memory figures do not hold for {kind.value}",)
+
+
 class PipelineExecutable:
     """An MPMD training step compiled for local devices, called like the step itself.
 
@@ -418,11 +436,11 @@ class PipelineExecutable:
     """
 
     def __init__(self, module: ir.Module, devices: Sequence[jax.Device] | None = None, *,
-                 schedule: ScheduleKind | str = ScheduleKind.ONE_F_ONE_B,
+                 schedule: ScheduleKind | str | None = None,
                  transfer: Transfer | str = "local-all-gather", trace: bool = False,
                  donate: bool = True, cache_dir: str | Path | None = None) -> None:
         self.program = read_program(module)
-        self.schedule = ScheduleKind(schedule) if isinstance(schedule, str) else schedule
+        self.schedule, self.warnings = choose_schedule(self.program.plan, schedule)
         devices = list(jax.devices()) if devices is None else list(devices)
         self.placements = place_stages(self.program, devices)
         self.transfer = transfer_for(transfer, wait=trace) if isinstance(transfer, str) else transfer

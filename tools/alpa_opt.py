@@ -33,7 +33,7 @@ from alpa_mlir.passes import (
 from alpa_mlir.passes.pass_manager import Instrumentation
 
 from .input_files import Chunk, InputError, buffer_name, read_input, split_chunks
-from .pass_listing import list_passes
+from .pass_listing import list_passes, markdown_reference
 from .verify_diagnostics import check, parse_expectations
 
 SPLIT_OUTPUT = "// -----\n"
@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mlir-print-debuginfo", action="store_true", help="print locations in the output")
     p.add_argument("--no-verify-each", action="store_true", help="do not verify the module after each pass")
     p.add_argument("--list-passes", action="store_true", help="list passes usable in pipelines, with options")
+    p.add_argument("--markdown", action="store_true",
+                   help="with --list-passes: the Markdown pass reference (docs/passes.md)")
     p.add_argument("--version", action="store_true", help="print versions and exit")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks of internal errors")
     return p
@@ -70,7 +72,10 @@ def version_text() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.markdown and not args.list_passes:
+        parser.error("--markdown applies to --list-passes")
     try:
         return run(args, sys.stdout, sys.stderr)
     except Exception as e:  # a bug of ours: say so plainly, traceback only with --debug
@@ -83,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.version:
         out.write(version_text() + "\n")
+        return 0
+    if args.list_passes and args.markdown:
+        out.write(markdown_reference())
         return 0
     ctx = make_context()
     if args.list_passes:

@@ -95,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", choices=("pipeline", "sequential"), default="pipeline",
                    help="MPMD modules: the pipeline runtime (stages on their submeshes, default) "
                         "or the sequential reference executor (one device)")
-    p.add_argument("--schedule", choices=[k.value for k in ScheduleKind], default="1f1b",
-                   help="MPMD pipeline schedule (default 1f1b)")
+    p.add_argument("--schedule", choices=[k.value for k in ScheduleKind], default=None,
+                   help="MPMD pipeline schedule (default: the one the stage plan was costed for, else 1f1b)")
     p.add_argument("--transfer", choices=[k.value for k in TransferKind], default=TransferKind.LOCAL_ALL_GATHER.value,
                    help="how values move between meshes (default local-all-gather)")
     p.add_argument("--steps", type=int, default=1,
@@ -302,7 +302,7 @@ def run_mpmd(args: argparse.Namespace, loaded: LoadedModule, out: TextIO) -> int
 
 def _pipeline_flags_only_for_mpmd(args: argparse.Namespace) -> None:
     for flag, default in (("steps", 1), ("trace", None), ("gantt", None), ("cache_dir", None),
-                          ("no_donate", False)):
+                          ("no_donate", False), ("schedule", None)):
         if getattr(args, flag) != default:
             raise UsageError(f"--{flag.replace('_', '-')} applies to MPMD modules run by the pipeline executor")
 
@@ -325,6 +325,10 @@ def run_pipeline(args: argparse.Namespace, loaded: LoadedModule, out: TextIO) ->
     exe = PipelineExecutable(loaded.module, devices, schedule=args.schedule, transfer=args.transfer,
                              trace=bool(args.trace or args.gantt), donate=not args.no_donate,
                              cache_dir=args.cache_dir)
+    for warning in exe.warnings:
+        print(f"{loaded.name}: warning: {warning}", file=sys.stderr)
+    for warning in exe.warnings:
+        print(f"{loaded.name}: warning: {warning}", file=sys.stderr)
     print(f"module: {loaded.name} (mpmd)", file=out)
     for p, mesh in zip(exe.placements, program.meshes, strict=True):
         axes = " ".join(f"{a.name}={a.size}" for a in mesh.axes) or "(no axes)"

@@ -38,8 +38,8 @@ from alpa_mlir.dialect_utils.attributes import (
     PHASE_ATTR,
 )
 from alpa_mlir.dialect_utils.graph import FunctionGraph, OpNode, ValueNode, functions
+from alpa_mlir.dialect_utils.inlining import remap_operands
 
-from ..inline_calls import remap_operands
 from .microbatch import MicrobatchError, MicrobatchSplit
 from .step_analysis import op_inputs
 

@@ -38,8 +38,8 @@ from alpa_mlir.dialect_utils.attributes import (
     phase_of,
 )
 from alpa_mlir.dialect_utils.graph import FunctionGraph, OpNode, ValueNode
+from alpa_mlir.dialect_utils.inlining import remap_operands
 
-from ..inline_calls import remap_operands
 from .accumulation import SplitStep
 from .step_analysis import op_inputs
 

@@ -60,7 +60,7 @@ Time O(L * sum_s width(s)) <= O(L n^2), width about (1 + eps) n / L when FLOPs a
 memory O(L n + edges). Byte sums are exact (integers in float64, checked below 2**53).
 
 `auto_num_layers` picks L as Alpa's `search_layer_num` does; `assign_remaining` places
-backward and apply ops (DESIGN 4.3) by the rules in its docstring.
+backward and apply ops by the rules in its docstring.
 """
 
 from __future__ import annotations
@@ -88,6 +88,28 @@ _FloatArray = npt.NDArray[np.float64]
 
 class LayerClusteringError(ValueError):
     """Malformed input, or no partition meets the constraints."""
+
+
+@dataclass(frozen=True)
+class LayerCount:
+    """The `layers` option: a fixed count, or None for Alpa's automatic choice."""
+
+    count: int | None = None
+
+    @classmethod
+    def parse_option(cls, text: str) -> LayerCount:
+        if text == "auto":
+            return cls(None)
+        try:
+            count = int(text)
+        except ValueError:
+            raise ValueError(f"expected 'auto' or a positive integer, got {text!r}") from None
+        if count < 1:
+            raise ValueError(f"expected 'auto' or a positive integer, got {text!r}")
+        return cls(count)
+
+    def __str__(self) -> str:
+        return "auto" if self.count is None else str(self.count)
 
 
 @dataclass(frozen=True)
@@ -645,7 +667,7 @@ def assign_remaining(
     param_layer_of: Mapping[int, int] | None = None,
     input_layers: Mapping[int, frozenset[int]] | None = None,
 ) -> RemainingAssignment:
-    """Place backward and apply ops in layers (DESIGN 4.3: backward ops go to the layer of
+    """Place backward and apply ops in layers (backward ops go to the layer of
     the forward values they read, apply ops to the layer of the parameter they update).
 
     `other_ops` in topological order. A forward value is *present* in its producer's

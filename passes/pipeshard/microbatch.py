@@ -1,4 +1,4 @@
-"""Microbatch analysis of a training step (DESIGN 4.2): which ops run once per
+"""Microbatch analysis of a training step: which ops run once per
 microbatch, which dim of each of their values is the batch, and where the batch ends.
 
 Reads a `FunctionGraph` of the step and the batch arguments; writes nothing (pure

@@ -30,8 +30,7 @@ from jax.extend.mlir import ir
 
 from alpa_mlir.dialect_utils.attributes import PHASE_ATTR, Phase, layer_of, phase_of
 from alpa_mlir.dialect_utils.graph import FunctionGraph, OpNode
-
-from ..inline_calls import remap_operands
+from alpa_mlir.dialect_utils.inlining import remap_operands
 
 
 def rematerialize(function: ir.Operation) -> int:

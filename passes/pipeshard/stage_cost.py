@@ -34,9 +34,9 @@ from jax.extend.mlir.dialects import func
 
 from alpa_mlir.dialect_utils.attributes import LAYER_ATTR, PHASE_ATTR, Phase, layer_of, phase_of
 from alpa_mlir.dialect_utils.graph import FunctionGraph, ValueNode
+from alpa_mlir.dialect_utils.inlining import remap_operands
 from alpa_mlir.dialect_utils.op_factors import FactorTable, factor_rules
 
-from ..inline_calls import remap_operands
 from ..sharding import problem
 from ..sharding.cluster import ClusterSpec
 from ..sharding.ilp import SolverOptions, solve

@@ -1,6 +1,6 @@
 """Stage construction: Alpa's inter-operator DP over (layer range, submesh, logical mesh).
 
-Pure and MLIR-free (DESIGN 4.4; Alpa, OSDI'22, section 5.2). The pass extracts the layers
+Pure and MLIR-free (Alpa, OSDI'22, section 5.2; our plans beside Alpa's: docs/plans.md). The pass extracts the layers
 and a cost model from the IR, calls `plan_stages`, and writes the plan back.
 
 Formulation
@@ -17,10 +17,12 @@ H hosts x P devices (D = H*P). Stage i takes a contiguous layer range, a submesh
 
 subject to: the ranges cover 0..L-1 once and in order; the submesh device counts sum to
 exactly D; every stage is feasible (its cost is not None) and fits in device memory under
-1F1B: a stage with s stages from it to the end (itself included) stashes
-`min(s, B)` microbatches of activations, so it is legal iff
-``param + min(s, B) * activation + temp <= device_memory_bytes``. (Alpa's rule is `s`;
-with B >= s the two agree, and with B < s no more than B microbatches exist to stash.)
+the schedule: a stage with s stages from it to the end (itself included) stashes
+`in_flight(schedule, s, B)` microbatches of activations (`dialect_utils.schedules`, read
+off the same task order the runtime's clock tables run), so it is legal iff
+``param + in_flight * activation + temp <= device_memory_bytes``. 1F1B stashes
+`min(s, B)` (Alpa's rule is `s`; with B >= s the two agree, and with B < s no more than B
+microbatches exist to stash); GPipe stashes all B on every stage.
 
 Tiling assumption: only the device-count sum is enforced (Alpa's condition). For the
 power-of-two space -- (1, 1), (1, 2), ..., (1, P) and (k, P) for k = 2..H, P a power of
@@ -59,7 +61,8 @@ Further refinements, all exact:
 
 - Per (range, submesh, stages-from-here) only the fastest legal logical mesh can be in an
   optimal plan, so the DP and the ceilings use that one only.
-- Memory legality depends on s only through min(s, B), and usually only up to a small s:
+- Memory legality depends on s only through the in-flight count (nondecreasing in s,
+  constant from s = B on), and usually only up to a small s:
   stage counts at or above `cap` (the first s beyond which no legality changes) share one
   DP state, whose predecessor is the better of states cap-1 and cap. With no memory limit
   cap = 1 and the DP is over (k, d) only.
@@ -88,6 +91,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
+from alpa_mlir.dialect_utils.schedules import ScheduleKind, in_flight
 
 LogicalShape = tuple[int, int]
 """(data parallel, model parallel) degrees of a logical mesh."""
@@ -320,12 +325,6 @@ def logical_shapes(submesh: SubmeshShape) -> tuple[LogicalShape, ...]:
     return tuple((n // mp, mp) for mp in range(1, n + 1) if n % mp == 0)
 
 
-def stashed_microbatches(stages_from_here: int, num_microbatches: int) -> int:
-    """Activations a 1F1B stage keeps: one per microbatch in flight, `stages_from_here`
-    (this stage and those after it) bounded by the microbatch count."""
-    return min(stages_from_here, num_microbatches)
-
-
 @dataclass(frozen=True)
 class PipelineTotals:
     """Sum and max of the stage latencies, and the pipeline objective."""
@@ -384,9 +383,11 @@ def plan_stages(
     submeshes: Sequence[SubmeshShape] | None = None,
     device_memory_bytes: float | None = None,
     order: SearchOrder = SearchOrder.DESCENDING,
+    schedule: ScheduleKind = ScheduleKind.ONE_F_ONE_B,
 ) -> StageDPResult:
     """The optimal pipeline plan for `num_layers` layers on `cluster` (see the module
-    docstring). `submeshes` overrides the candidates of `submesh_space`. Raises
+    docstring), with the memory rule of `schedule`. `submeshes` overrides the candidates
+    of `submesh_space`. Raises
     `StageDPError` when no plan exists, `ValueError` on malformed inputs."""
     _check_counts(num_layers, num_microbatches)
     candidates = (
@@ -398,7 +399,7 @@ def plan_stages(
 
     started = time.perf_counter()
     tables, census = _cost_tables(
-        num_layers, cluster, candidates, cache, num_microbatches, device_memory_bytes
+        num_layers, cluster, candidates, cache, num_microbatches, device_memory_bytes, schedule
     )
     cost_seconds = time.perf_counter() - started
 
@@ -409,7 +410,8 @@ def plan_stages(
     if found is None:
         raise StageDPError(
             _no_plan_message(
-                num_layers, cluster, candidates, num_microbatches, device_memory_bytes, census
+                num_layers, cluster, candidates, num_microbatches, device_memory_bytes, census,
+                schedule,
             )
         )
     best, counts = _search_ceilings(tables, ceilings, num_microbatches, found, order)
@@ -603,6 +605,7 @@ def _cost_tables(
     cache: CostCache,
     num_microbatches: int,
     device_memory_bytes: float | None,
+    schedule: ScheduleKind,
 ) -> tuple[_Tables, _Census]:
     num_devices = cluster.num_devices
     sizes = [s.num_devices for s in candidates]
@@ -622,7 +625,8 @@ def _cost_tables(
             costs.append(found)
 
     max_stash = max(1, min(num_microbatches, num_layers, num_devices))
-    stash = np.arange(1, max_stash + 1, dtype=np.float64)
+    stash = np.array([in_flight(schedule, s, num_microbatches) for s in range(1, max_stash + 1)],
+                     dtype=np.float64)
     if device_memory_bytes is None:
         legal = np.ones((len(costs), max_stash), dtype=np.bool_)
     else:
@@ -759,6 +763,7 @@ def _no_plan_message(
     num_microbatches: int,
     device_memory_bytes: float | None,
     census: _Census,
+    schedule: ScheduleKind,
 ) -> str:
     num_devices = cluster.num_devices
     sizes = [s.num_devices for s in candidates]
@@ -780,12 +785,11 @@ def _no_plan_message(
     return (
         f"{received}: of {census.looked_up} (layer range, submesh, logical mesh) options "
         f"that can occur in a device-covering plan, {census.infeasible} are infeasible "
-        f"(cost None) and {census.over_memory} exceed device memory even with one "
-        f"microbatch stashed"
+        f"(cost None) and {census.over_memory} exceed device memory even with "
+        f"{_microbatches(in_flight(schedule, 1, num_microbatches))} stashed"
         + (
             f"; the other {rest} make no plan that covers all layers and devices "
-            f"within the 1F1B memory rule (a stage followed by s - 1 stages stashes "
-            f"min(s, B) microbatches)"
+            f"within the {schedule.value} memory rule ({_rule(schedule)})"
             if rest
             else ""
         )
@@ -806,6 +810,7 @@ def plan_manual(
     cluster: Cluster,
     num_layers: int | None = None,
     device_memory_bytes: float | None = None,
+    schedule: ScheduleKind = ScheduleKind.ONE_F_ONE_B,
 ) -> StagePlan:
     """Validate a user-given plan (stage k: layers `layer_ranges[k]` inclusive on
     `submeshes[k]` as `logical_shapes[k]`) and evaluate its objective. Raises ValueError
@@ -861,14 +866,26 @@ def plan_manual(
         found = cache(first, last, submesh, (shape[0], shape[1]))
         if found is None:
             raise StageDPError(f"{what} is infeasible: the cost model returned None")
-        stash = stashed_microbatches(stage_count - k, num_microbatches)
+        stash = in_flight(schedule, stage_count - k, num_microbatches)
         if device_memory_bytes is not None and found.memory_bytes(stash) > device_memory_bytes:
             raise StageDPError(
-                f"{what} needs {found.memory_bytes(stash):g} bytes per device with {stash} "
-                f"microbatches stashed (params {found.param_bytes:g} + {stash} x activations "
-                f"{found.activation_bytes:g} + temp {found.temp_bytes:g}), more than "
+                f"{what} needs {found.memory_bytes(stash):g} bytes per device with "
+                f"{_microbatches(stash)} stashed under {schedule.value} ({_rule(schedule)}): "
+                f"params {found.param_bytes:g} + {stash} x activations "
+                f"{found.activation_bytes:g} + temp {found.temp_bytes:g}, more than "
                 f"device_memory_bytes={device_memory_bytes:g}"
             )
         stages.append(Stage(first, last, submesh, (shape[0], shape[1]), found.latency))
     totals = pipeline_objective([s.latency for s in stages], num_microbatches)
     return StagePlan(tuple(stages), totals.total_latency, totals.t_max, totals.objective)
+
+
+def _microbatches(n: int) -> str:
+    return f"{n} microbatch" + ("" if n == 1 else "es")
+
+
+def _rule(schedule: ScheduleKind) -> str:
+    """The stash rule of a schedule, as a message states it."""
+    if schedule is ScheduleKind.ONE_F_ONE_B:
+        return "a stage followed by s - 1 stages stashes min(s, M) microbatches"
+    return "every stage stashes all M microbatches"

@@ -28,8 +28,8 @@ Limits: (a) an op that has no op sharding rule (an unknown custom_call) ends the
 so per-example work behind it whose results reach a parameter update without meeting
 the batch again is classified APPLY; (b) a batch reduction that
 is not a sum (a max over the batch feeding only the update) is APPLY-fed as if it were
-one: gradient accumulation must check the reductions where the batch ends (DESIGN 4.2);
-(c) the `@alpa.grad_marker` override of DESIGN 4.2 is not read yet.
+one: gradient accumulation must check the reductions where the batch ends (alpa-gradient-accumulation does);
+(c) the `@alpa.grad_marker` override (alpa-gradient-accumulation) is not read yet.
 """
 
 from __future__ import annotations

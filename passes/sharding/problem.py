@@ -5,7 +5,7 @@ translation into an `ilp.IlpProblem`.
     args ──► op ──► op(follow) ──► ...      node = strategies of one value producer
              ▲        edges carry resharding costs producer layout -> required layout
 
-Control flow is part of the one graph (DESIGN 7):
+Control flow is part of the one graph (docs/cost-model.md, "control flow"):
 - `stablehlo.while`: one JOIN node per loop-carried value, whose layout the operand, the
   body and condition arguments, the body's yielded value and the while result share
   (edges from the operand and from the yielded value pay any resharding). The body's

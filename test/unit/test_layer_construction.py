@@ -14,8 +14,9 @@ from alpa_mlir.dialect_utils.attributes import Phase, donated_args
 from alpa_mlir.dialect_utils.context import make_context, parse_module
 from alpa_mlir.dialect_utils.graph import FunctionGraph, OpNode, main_function
 from alpa_mlir.models.export import argument_names, example_inputs, export_train_step
-from alpa_mlir.passes.layer_construction import LayerConstructionPass, LayerCount
+from alpa_mlir.passes.layer_construction import LayerConstructionPass
 from alpa_mlir.passes.pass_base import PassFailure
+from alpa_mlir.passes.pipeshard.layer_clustering import LayerCount
 from alpa_mlir.passes.pipeshard.step_analysis import analyze_step
 from alpa_mlir.runtime.spmd import compile_program
 

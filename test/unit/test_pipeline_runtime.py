@@ -8,6 +8,7 @@ exhaustive (`make test-all`); a representative set runs in `make test`."""
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 
 import jax
 import numpy as np
@@ -18,7 +19,15 @@ from alpa_mlir.dialect_utils.context import make_context, parse_module, print_mo
 from alpa_mlir.dialect_utils.schedules import ScheduleKind
 from alpa_mlir.models.export import example_inputs, export_train_step
 from alpa_mlir.passes.pass_manager import PassManager
-from alpa_mlir.runtime.pipeline import Move, PipelineExecutable, Run, read_program
+from alpa_mlir.runtime.errors import ExecutionError
+from alpa_mlir.runtime.pipeline import (
+    Move,
+    PipelineExecutable,
+    Run,
+    choose_schedule,
+    place_stages,
+    read_program,
+)
 from alpa_mlir.runtime.reference import Tolerance, compare_outputs, compile_reference
 
 CLUSTER = "devices=2x4"
@@ -265,3 +274,39 @@ def test_unwritable_cache_dir_is_a_clear_error(tmp_path) -> None:  # type: ignor
     with pytest.raises(CompileError, match="cannot write the compilation cache"):
         PipelineExecutable(parse_module(pipelined("mlp", 2, *AUTO), make_context()), jax.devices()[:8],
                            cache_dir=blocker)
+
+
+def test_the_plan_chooses_the_schedule() -> None:
+    """The runtime runs the schedule the plan was costed for unless told otherwise, and
+    then warns (the plan's memory figures are for its own schedule)."""
+    plan = read_program(parse_module(pipelined("mlp", 2, *MANUAL_2), make_context())).plan
+    assert plan is not None and plan.schedule is ScheduleKind.ONE_F_ONE_B
+    assert choose_schedule(plan, None) == (ScheduleKind.ONE_F_ONE_B, ())
+    assert choose_schedule(replace(plan, schedule=ScheduleKind.GPIPE), None) == (ScheduleKind.GPIPE, ())
+    assert choose_schedule(None, None) == (ScheduleKind.ONE_F_ONE_B, ())
+    assert choose_schedule(plan, "1f1b") == (ScheduleKind.ONE_F_ONE_B, ())
+    kind, warnings = choose_schedule(plan, "gpipe")
+    assert kind is ScheduleKind.GPIPE
+    assert warnings == ("running schedule gpipe, but the stage plan was costed for 1f1b: "
+                        "its memory figures do not hold for gpipe",)
+
+
+def test_a_plan_whose_submeshes_cannot_be_placed_is_an_error() -> None:
+    """No silent fallback to consecutive devices: each way the plan and the devices
+    disagree is named."""
+    program = read_program(parse_module(pipelined("mlp", 2, *MANUAL_2), make_context()))
+    plan = program.plan
+    assert plan is not None
+    devices = jax.devices()[:8]
+    assert [p.devices for p in place_stages(program, devices)] == [tuple(devices[:4]), tuple(devices[4:])]
+    cases = [
+        (replace(plan, cluster=replace(plan.cluster, hosts=4, devices_per_host=2)),
+         r"the submeshes \[1x4, 1x4\] cannot be placed: no free 1x4 block left for stage 0"),
+        (replace(plan, cluster=replace(plan.cluster, hosts=2, devices_per_host=8)), r"needs 16 devices, 8 given"),
+        (replace(plan, stages=plan.stages[:1]), r"has 1 stages, the program 2 meshes"),
+        (replace(plan, stages=(replace(plan.stages[0], submesh=(1, 2)), plan.stages[1])),
+         r"stage 0 has submesh 1x2 \(2 devices\) but mesh stage0 has 4"),
+    ]
+    for bad, message in cases:
+        with pytest.raises(ExecutionError, match=message):
+            place_stages(replace(program, plan=bad), devices)

@@ -353,3 +353,23 @@ def test_task_validation() -> None:
         B(0, -2)
     with pytest.raises(ValueError, match="its microbatch must be None, got 0"):
         Task(TaskKind.APPLY, 0, 0)
+
+
+
+@pytest.mark.parametrize("kind", [ScheduleKind.GPIPE, ScheduleKind.ONE_F_ONE_B])
+def test_in_flight_is_what_the_clock_tables_hold(kind: ScheduleKind) -> None:
+    """One source: the stage DP's stash count (`in_flight`, by stages from the end) is the
+    activations each mesh of the runtime's clock table holds, for every stage."""
+    for num_stages in range(1, 7):
+        for num_microbatches in range(1, 9):
+            table = schedules.clock_table(kind, num_stages, num_microbatches)
+            for mesh in range(num_stages):
+                held = schedules.max_in_flight(table, mesh)
+                assert schedules.in_flight(kind, num_stages - mesh, num_microbatches) == held
+                want = num_microbatches if kind is ScheduleKind.GPIPE else min(num_stages - mesh, num_microbatches)
+                assert held == want
+
+
+def test_in_flight_rejects_bad_sizes() -> None:
+    with pytest.raises(ValueError, match="num_stages must be an int >= 1, got 0"):
+        schedules.in_flight(ScheduleKind.ONE_F_ONE_B, 0, 4)

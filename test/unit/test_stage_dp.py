@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 
+from alpa_mlir.dialect_utils.schedules import ScheduleKind
 from alpa_mlir.passes.pipeshard.stage_dp import (
     Cluster,
     CostCache,
@@ -67,9 +68,11 @@ def brute_force(
     table: Table,
     num_microbatches: int,
     memory: float | None,
+    schedule: ScheduleKind = ScheduleKind.ONE_F_ONE_B,
 ) -> tuple[PlanKey, list[tuple[int, int, int, int]]] | None:
     """The least (objective, stage count, stage sequence) plan, written independently of
-    the module: total latency summed last stage first, the 1F1B stash min(s, B)."""
+    the module: total latency summed last stage first, the 1F1B stash min(s, B), the
+    GPipe stash B."""
     best: tuple[PlanKey, list[tuple[int, int, int, int]]] | None = None
     shapes = [logical_shapes(s) for s in candidates]
     for plan in _plans(num_layers, cluster.num_devices, candidates):
@@ -79,7 +82,8 @@ def brute_force(
         legal = True
         for position, c in enumerate(costs):
             assert c is not None
-            stash = min(len(plan) - position, num_microbatches)
+            stash = (num_microbatches if schedule is ScheduleKind.GPIPE
+                     else min(len(plan) - position, num_microbatches))
             if memory is not None and (
                 c.param_bytes + stash * c.activation_bytes + c.temp_bytes > memory
             ):
@@ -145,6 +149,7 @@ CLUSTERS = [(1, 1), (1, 2), (1, 4), (2, 2), (2, 4), (1, 3), (2, 3)]
     none_rate=st.sampled_from([0.0, 0.2, 0.6]),
     memory=st.one_of(st.none(), st.integers(3, 30).map(float)),
     order=st.sampled_from(list(SearchOrder)),
+    schedule=st.sampled_from([ScheduleKind.ONE_F_ONE_B, ScheduleKind.GPIPE]),
 )
 def test_dp_matches_brute_force(
     num_layers: int,
@@ -156,23 +161,24 @@ def test_dp_matches_brute_force(
     none_rate: float,
     memory: float | None,
     order: SearchOrder,
+    schedule: ScheduleKind,
 ) -> None:
     cluster = Cluster(*cluster_shape)
     per_host = cluster.devices_per_host
     assume(mode is SubmeshSpace.ALL or per_host & (per_host - 1) == 0)
     candidates = submesh_shapes(cluster, mode)
     table = random_table(num_layers, candidates, seed, integer, none_rate)
-    expected = brute_force(num_layers, cluster, candidates, table, num_microbatches, memory)
+    expected = brute_force(num_layers, cluster, candidates, table, num_microbatches, memory, schedule)
     if expected is None:
         with pytest.raises(StageDPError, match="no stage plan"):
             plan_stages(
                 num_layers, cluster, table, num_microbatches,
-                submesh_space=mode, device_memory_bytes=memory, order=order,
+                submesh_space=mode, device_memory_bytes=memory, order=order, schedule=schedule,
             )
         return
     result = plan_stages(
         num_layers, cluster, table, num_microbatches,
-        submesh_space=mode, device_memory_bytes=memory, order=order,
+        submesh_space=mode, device_memory_bytes=memory, order=order, schedule=schedule,
     )
     note(f"{result.stats}\n{result.plan}\nexpected {expected[0]}")
     plan = result.plan
@@ -190,6 +196,7 @@ def test_dp_matches_brute_force(
         cluster=cluster,
         num_layers=num_layers,
         device_memory_bytes=memory,
+        schedule=schedule,
     )
     assert again == plan
     stats = result.stats
@@ -369,8 +376,10 @@ def test_no_plan_errors_name_what_was_received() -> None:
     def cost(i: int, j: int, submesh: SubmeshShape, logical: LogicalShape) -> StageCost:
         return StageCost(1.0, param_bytes=100.0)
 
-    with pytest.raises(StageDPError, match="exceed device memory even with one microbatch"):
+    with pytest.raises(StageDPError, match=r"exceed device memory even with 1 microbatch stashed$"):
         plan_stages(2, Cluster(1, 2), cost, 4, device_memory_bytes=50.0)
+    with pytest.raises(StageDPError, match=r"exceed device memory even with 4 microbatches stashed$"):
+        plan_stages(2, Cluster(1, 2), cost, 4, device_memory_bytes=50.0, schedule=ScheduleKind.GPIPE)
     with pytest.raises(StageDPError, match="takes at least 4 stages, but 2 layers"):
         plan_stages(2, Cluster(1, 4), cost, 4, submeshes=[SubmeshShape(1, 1)])
     with pytest.raises(StageDPError, match="5 devices is no sum of the submesh sizes"):
@@ -491,3 +500,19 @@ def test_scaling_32_layers_8x8(memory: float | None) -> None:
     )
     assert sum(s.submesh.num_devices for s in plan.stages) == 64
     assert plan.stages[0].layer_start == 0 and plan.stages[-1].layer_end == 31
+
+
+def test_gpipe_stashes_every_microbatch_on_every_stage() -> None:
+    """The manual plan that fits under 1F1B (the last stage holds one microbatch) does not
+    under GPipe (it holds all four), and the message says which rule."""
+    cluster = Cluster(1, 2)
+    one = SubmeshShape(1, 1)
+    table = {(0, 0, one, (1, 1)): StageCost(1.0, 0.0, 1.0, 0.0),
+             (1, 1, one, (1, 1)): StageCost(1.0, 0.0, 2.0, 0.0)}
+    args = ([(0, 0), (1, 1)], [one, one], [(1, 1), (1, 1)], table, 4)
+    plan = plan_manual(*args, cluster=cluster, device_memory_bytes=4.0)  # 2 x 1, 1 x 2
+    assert plan.num_stages == 2
+    with pytest.raises(StageDPError, match=r"stage 1 .* needs 8 bytes per device with 4 microbatches stashed under gpipe \(every stage"):
+        plan_manual(*args, cluster=cluster, device_memory_bytes=4.0, schedule=ScheduleKind.GPIPE)
+    with pytest.raises(StageDPError, match=r"within the gpipe memory rule|with 4 microbatches stashed"):
+        plan_stages(2, cluster, table, 4, device_memory_bytes=4.0, schedule=ScheduleKind.GPIPE)
