@@ -72,6 +72,15 @@ def int_attr(op: ir.Operation | ir.OpView, name: str) -> int | None:
     return int(ir.IntegerAttr(attrs[name]).value) if name in attrs else None
 
 
+def donation(arg_attrs: dict[str, ir.Attribute]) -> tuple[bool, int | None]:
+    """Whether one argument (given its attribute dictionary) is donated, and the result
+    its buffer becomes (`tf.aliasing_output`; None for a `jax.buffer_donor`)."""
+    if ALIASING_OUTPUT in arg_attrs:
+        return True, int(ir.IntegerAttr(arg_attrs[ALIASING_OUTPUT]).value)
+    donor = arg_attrs.get(BUFFER_DONOR)
+    return (donor is not None and ir.BoolAttr(donor).value), None
+
+
 def donated_args(func_op: ir.Operation | ir.OpView) -> dict[int, int]:
     """Argument index -> result index (`tf.aliasing_output`), for the arguments a
     function updates in place."""

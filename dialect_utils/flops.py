@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 from jax.extend.mlir import ir
+from jax.extend.mlir.dialects import stablehlo
 
 from .graph import OpNode, decode_int_array
 from .op_factors import elementwise_chlo
@@ -68,7 +69,6 @@ def _elements(t: ir.Type) -> int:
 
 
 def _dot_flops(op: ir.Operation) -> int:
-    from jax.extend.mlir.dialects import stablehlo
 
     dims = stablehlo.DotDimensionNumbers(op.attributes["dot_dimension_numbers"])
     lhs = tensor_info(op.operands[0].type).shape
@@ -79,7 +79,6 @@ def _dot_flops(op: ir.Operation) -> int:
 
 
 def _conv_flops(op: ir.Operation) -> int:
-    from jax.extend.mlir.dialects import stablehlo
 
     dims = stablehlo.ConvDimensionNumbers(op.attributes["dimension_numbers"])
     kernel = tensor_info(op.operands[1].type).shape

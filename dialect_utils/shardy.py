@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from jax.extend.mlir import ir
+from jax.extend.mlir.dialects import sdy
+
+from .graph import functions
 
 SDY_SHARDING = "sdy.sharding"
 GSPMD_SHARDING = "mhlo.sharding"
@@ -459,7 +462,6 @@ def constraint_sharding(op: ir.Operation) -> Sharding:
 def insert_sharding_constraint(value: ir.Value, sharding: Sharding, loc: ir.Location | None = None) -> ir.Value:
     """Insert `sdy.sharding_constraint` right after `value`'s definition and route every
     existing use of `value` through it. Returns the constrained value."""
-    from jax.extend.mlir.dialects import sdy
 
     owner = value.owner
     with value.context:
@@ -489,8 +491,6 @@ def strip_shardings(module: ir.Module) -> int:
     `custom_call @Sharding` (their uses take the operand) and `sdy.mesh` symbols; sets
     `mhlo.num_partitions` to 1 when present. Returns the number of annotations removed.
     The computation itself is unchanged."""
-    from .graph import functions
-
     removed = 0
     for func_op in functions(module).values():
         n_in, n_out = _signature_counts(func_op)

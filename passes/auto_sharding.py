@@ -23,13 +23,22 @@ from .options import format_value
 from .pass_base import Pass, PassContext
 from .sharding import annotate, problem
 from .sharding.batch_dims import batch_dims
-from .sharding.cluster import ClusterError, load_cluster
+from .sharding.cluster import ClusterSpec
 from .sharding.factor_strategies import fallback_name
-from .sharding.ilp import InfeasibleError, SolverError, SolverOptions, SolveStatus, solve
+from .sharding.ilp import (
+    IlpProblem,
+    IlpSolution,
+    InfeasibleError,
+    SolverError,
+    SolverOptions,
+    SolveStatus,
+    solve,
+)
 from .sharding.ilp import Solver as SolverChoice
 from .sharding.mesh import LogicalMesh, MeshShape
 from .sharding.spec import TensorSpec, resharding_steps, shard_count, used_axes
 from .sharding.strategy import Options, RuleContext, Strategy
+from .shared_options import ClusterOptions, StepArgOptions
 
 DEFAULT_AXIS_NAMES = ("x", "y", "z", "w")
 
@@ -40,7 +49,7 @@ class ShardingFormat(enum.Enum):
 
 
 @dataclass(frozen=True)
-class AutoShardingPass(Pass):
+class AutoShardingPass(ClusterOptions, StepArgOptions, Pass):
     """Choose a sharding for every tensor of @main on a logical device mesh (Alpa's ILP).
 
     Reads: a StableHLO module (func.call helpers are inlined first; existing sdy
@@ -52,8 +61,10 @@ class AutoShardingPass(Pass):
     collective cost); cheap ops follow an operand's layout and are merged into it; edges
     carry resharding costs (all-gather, all-to-all) under per-axis alpha/beta; an integer
     program picks one strategy per node minimizing the total (OR-tools), with donated
-    argument/result pairs sharing a layout and an optional per-device memory budget over
-    liveness. Ops without a rule are replicated, with a warning.
+    argument/result pairs sharing a layout and the device memory (memory-limit, by default
+    the cluster's) over liveness: a limit the user sets is a constraint from the start; the
+    cluster's is added only when the unconstrained plan would not fit. Ops without a rule
+    are replicated, with a warning.
     Data-parallel controls: force-data-parallel splits the batch dim of every value (from
     the batch arguments, by default those not donated) over the mesh and replicates the
     rest; batch-axis pins the batch to one mesh axis; zero-stage=3 splits every donated
@@ -63,12 +74,11 @@ class AutoShardingPass(Pass):
     NAME: ClassVar[str] = "alpa-auto-sharding"
     SUMMARY: ClassVar[str] = "choose operator shardings on a device mesh with Alpa's ILP"
 
-    mesh: MeshShape = field(default=MeshShape((8,)), metadata={"help": "logical mesh shape: 8, 2x4, ..."})
+    mesh: MeshShape | None = field(
+        default=None, metadata={"help": "logical mesh shape: 8, 2x4, ... (default: the cluster's devices)"})
     mesh_axes: tuple[str, ...] = field(default=(), metadata={"help": "axis names (default x,y,z,...)"})
     alpha: tuple[float, ...] = field(default=(), metadata={"help": "latency per mesh axis, s (default: from the cluster)"})
     beta: tuple[float, ...] = field(default=(), metadata={"help": "s/byte per mesh axis (default: from the cluster)"})
-    cluster: str = field(default="alpa-abstract", metadata={"help": "preset name (p3.16xlarge, a100-8, ...) or a .json file"})
-    memory_budget: int | None = field(default=None, metadata={"help": "per-device bytes the plan's live tensors may use"})
     allow_all_to_all: bool = field(default=True, metadata={"help": "let resharding use all-to-all"})
     force_data_parallel: bool = field(
         default=False,
@@ -79,10 +89,6 @@ class AutoShardingPass(Pass):
         metadata={"help": "3: every parameter / optimizer-state argument split over the whole mesh (ZeRO-3)"},
     )
     batch_axis: str = field(default="", metadata={"help": "mesh axis the batch dim of batch arguments must use"})
-    batch_args: tuple[int, ...] = field(
-        default=(),
-        metadata={"help": "indices of the batch arguments (default: the arguments not donated)"},
-    )
     prefer_reduce_scatter: bool = field(
         default=False,
         metadata={"help": "reduce-scatter partial sums instead of all-reducing them (ZeRO-2 gradients)"},
@@ -95,13 +101,20 @@ class AutoShardingPass(Pass):
         metadata={"help": "sdy (Shardy), or gspmd (mhlo.sharding + custom_call @Sharding)"},
     )
 
+    def __post_init__(self) -> None:
+        super().__post_init__()  # the shared option groups
+        mesh = self.logical_mesh()
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ValueError(f"zero-stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        if self.zero_stage in (1, 2):
+            raise ValueError("zero-stage=1 and 2 are prefer-reduce-scatter's territory: use prefer-reduce-scatter=true")
+        if self.batch_axis and self.batch_axis not in mesh.axis_names:
+            raise ValueError(f"batch-axis={self.batch_axis} is not a mesh axis ({','.join(mesh.axis_names)})")
+
     def run(self, module: ir.Module, ctx: PassContext) -> None:
         started = time.perf_counter()
-        mesh = self._logical_mesh(ctx)
-        try:
-            cluster = load_cluster(self.cluster)
-        except ClusterError as e:
-            ctx.fail(str(e))
+        cluster = self.cluster_spec()
+        mesh = self.logical_mesh()
         func = inlined_main(module, ctx, self.NAME)
         strip_shardings(module)
         graph = FunctionGraph(func)
@@ -125,16 +138,14 @@ class AutoShardingPass(Pass):
                 "'stablehlo.while' has no static trip count: its body is planned as if it ran once",
                 loop.location,
             )
-        ilp = problem.to_problem(sg, problem.alias_pairs(sg, aliases), self.memory_budget)
-        try:
-            solution = solve(ilp, SolverOptions(self.solver, self.time_limit))
-        except InfeasibleError as e:
-            if self.memory_budget is None:
-                ctx.fail(f"no plan meets the constraints: {e}", func.location)
-            peak = f"; the smallest peak this model can reach on this mesh is {e.min_peak_memory:.0f} bytes" if e.min_peak_memory is not None else ""
-            ctx.fail(f"memory-budget={self.memory_budget} bytes per device cannot be met{peak}", func.location)
-        except SolverError as e:
-            ctx.fail(f"ILP solver failed: {e}", func.location)
+        pairs = problem.alias_pairs(sg, aliases)
+        solution = self._solve(ctx, func, problem.to_problem(sg, pairs, self.memory_limit), self.memory_limit)
+        memory = self.device_memory(cluster)
+        peak = problem.peak_bytes(sg, solution.choices)
+        if self.memory_limit is None and peak > memory:
+            ctx.warning(f"the unconstrained plan needs {peak:.0f} bytes per device, more than the "
+                        f"{memory:.0f} of cluster {cluster.name}: planning again within them", func.location)
+            solution = self._solve(ctx, func, problem.to_problem(sg, pairs, memory), memory)
         if solution.status is not SolveStatus.OPTIMAL:
             ctx.warning(
                 f"the ILP solver stopped at its time limit ({self.time_limit} s): the plan is the best found, not proven optimal",
@@ -148,6 +159,18 @@ class AutoShardingPass(Pass):
                 Path(self.report).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
             except OSError as e:
                 ctx.fail(f"cannot write report '{self.report}': {e.strerror}")
+
+    def _solve(self, ctx: PassContext, func: ir.Operation, ilp: IlpProblem, limit: float | None) -> IlpSolution:
+        try:
+            return solve(ilp, SolverOptions(self.solver, self.time_limit))
+        except InfeasibleError as e:
+            if limit is None:
+                ctx.fail(f"no plan meets the constraints: {e}", func.location)
+            peak = (f"; the smallest peak this model can reach on this mesh is {e.min_peak_memory:.0f} bytes"
+                    if e.min_peak_memory is not None else "")
+            ctx.fail(f"memory-limit={limit:g} bytes per device cannot be met{peak}", func.location)
+        except SolverError as e:
+            ctx.fail(f"ILP solver failed: {e}", func.location)
 
     def _batch_args(self, graph: FunctionGraph, donated: frozenset[int]) -> frozenset[int]:
         n = len(graph.args)
@@ -180,15 +203,7 @@ class AutoShardingPass(Pass):
         """The argument restrictions the options ask for (None: all layouts)."""
         if not (self.force_data_parallel or self.zero_stage or self.batch_axis):
             return None
-        if self.zero_stage not in (0, 1, 2, 3):
-            ctx.fail(f"zero-stage must be 0, 1, 2 or 3, got {self.zero_stage}")
-        if self.zero_stage in (1, 2):
-            ctx.fail("zero-stage=1 and 2 are prefer-reduce-scatter's territory: use prefer-reduce-scatter=true")
-        axis = None
-        if self.batch_axis:
-            if self.batch_axis not in mesh.axis_names:
-                ctx.fail(f"batch-axis={self.batch_axis} is not a mesh axis ({','.join(mesh.axis_names)})")
-            axis = mesh.axis_names.index(self.batch_axis)
+        axis = mesh.axis_names.index(self.batch_axis) if self.batch_axis else None
         n = len(graph.args)
         for i in self.batch_args:
             if not 0 <= i < n:
@@ -211,34 +226,37 @@ class AutoShardingPass(Pass):
             if not keep:
                 ctx.fail(
                     f"{why}: argument {arg.index} ({'x'.join(map(str, arg.info.shape))}) "
-                    f"cannot be split that way on mesh={self.mesh}",
+                    f"cannot be split that way on mesh={'x'.join(map(str, mesh.shape))}",
                     graph.func_op.location,
                 )
             return keep
 
         return narrow
 
-    def _logical_mesh(self, ctx: PassContext) -> LogicalMesh:
-        shape = self.mesh.dims
+    def _mesh_shape(self, cluster: ClusterSpec) -> MeshShape:
+        if self.mesh is not None:
+            return self.mesh
+        return MeshShape((cluster.devices_per_host,) if cluster.hosts == 1 else (cluster.hosts, cluster.devices_per_host))
+
+    def logical_mesh(self) -> LogicalMesh:
+        """The mesh the plan is made on: shape, axis names, alpha and beta from the options
+        and the cluster. Raises ValueError when they disagree."""
+        cluster = self.cluster_spec()
+        mesh = self._mesh_shape(cluster)
+        shape = mesh.dims
         names = self.mesh_axes or DEFAULT_AXIS_NAMES[: len(shape)]
         if len(names) != len(shape):
-            ctx.fail(f"mesh={self.mesh} has {len(shape)} axes but mesh-axes names {len(names)}: {','.join(names)}")
-        try:
-            base = load_cluster(self.cluster).logical_mesh(shape, tuple(names))
-        except ValueError as e:  # ClusterError, or invalid axis names
-            ctx.fail(str(e))
+            raise ValueError(f"mesh={mesh} has {len(shape)} axes but mesh-axes names {len(names)}: {','.join(names)}")
+        base = cluster.logical_mesh(shape, tuple(names))
         alpha = self.alpha or base.alpha
         beta = self.beta or base.beta
         for what, values in (("alpha", alpha), ("beta", beta)):
             if len(values) != len(shape):
-                ctx.fail(
-                    f"{what} needs one value per mesh axis ({len(shape)} for mesh={self.mesh}), "
+                raise ValueError(
+                    f"{what} needs one value per mesh axis ({len(shape)} for mesh={mesh}), "
                     f"got {len(values)}: {','.join(map(str, values))}"
                 )
-        try:
-            return LogicalMesh(shape, tuple(names), tuple(alpha), tuple(beta))
-        except ValueError as e:
-            ctx.fail(str(e))
+        return LogicalMesh(shape, tuple(names), tuple(alpha), tuple(beta))
 
 
 def predicted_collectives(

@@ -12,10 +12,11 @@ from alpa_mlir.dialect_utils.graph import FunctionGraph
 from .inlined_main import inlined_main
 from .pass_base import Pass, PassContext
 from .pipeshard.microbatch_split import apply_split, microbatch_split, remove_grad_markers
+from .shared_options import StepArgOptions
 
 
 @dataclass(frozen=True)
-class GradientAccumulationPass(Pass):
+class GradientAccumulationPass(StepArgOptions, Pass):
     """Run a training step as M microbatches whose gradient sums are accumulated, then
     apply the update once (Alpa's gradient accumulation).
 
@@ -45,9 +46,6 @@ class GradientAccumulationPass(Pass):
     SUMMARY: ClassVar[str] = "split a training step into microbatches with gradient accumulation"
 
     num_microbatches: int = field(default=1, metadata={"help": "number of microbatches M (divides the batch)"})
-    batch_args: tuple[int, ...] = field(
-        default=(), metadata={"help": "indices of the batch arguments (default: the arguments not donated)"}
-    )
     allow_per_microbatch_statistics: bool = field(
         default=False,
         metadata={"help": "accept batch statistics (batch norm), computed per microbatch"},

@@ -41,6 +41,7 @@ from .pipeshard.step_analysis import (
     analyze_step,
     op_inputs,
 )
+from .shared_options import StepArgOptions
 
 HEAVY_OPS = frozenset(("stablehlo.dot_general", "stablehlo.convolution"))
 
@@ -62,7 +63,7 @@ class _Ids:
 
 
 @dataclass(frozen=True)
-class LayerConstructionPass(Pass):
+class LayerConstructionPass(StepArgOptions, Pass):
     """Cluster the ops of a training step into layers (Alpa's layer construction).
 
     Reads: @main, a training step (params, opt_state, batch) -> (params', opt_state',
@@ -98,9 +99,6 @@ class LayerConstructionPass(Pass):
     )
     loss_result: int | None = field(
         default=None, metadata={"help": "index of the loss result (default: the last scalar float)"}
-    )
-    batch_args: tuple[int, ...] = field(
-        default=(), metadata={"help": "indices of the batch arguments (default: the arguments not donated)"}
     )
 
     def run(self, module: ir.Module, ctx: PassContext) -> None:

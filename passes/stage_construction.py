@@ -50,8 +50,9 @@ from .pipeshard.stage_dp import (
     plan_stages,
 )
 from .pipeshard.stage_sharding import shard_stages
-from .sharding.cluster import ClusterError, ClusterSpec, load_cluster
+from .sharding.cluster import ClusterSpec
 from .sharding.mesh import MeshShape
+from .shared_options import ClusterOptions, StepArgOptions
 
 
 class StageMode(enum.Enum):
@@ -67,7 +68,7 @@ class LogicalChoice(enum.Enum):
 
 
 @dataclass(frozen=True)
-class StageConstructionPass(Pass):
+class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
     """Slice a training step into pipeline stages on submeshes (Alpa's stage DP) and
     write it as an MPMD program (docs/mpmd-format.md).
 
@@ -77,12 +78,14 @@ class StageConstructionPass(Pass):
     `sdy.mesh @stage<k>` and a topology entry per stage (the stage's logical mesh,
     axes x, y), forward and backward fragments per stage in the microbatch function,
     prologue/apply fragments per stage in @main, transfers between meshes, one
-    mpmd.call per microbatch; the plan in `alpa.stage_plan` (JSON) on the module and in
+    mpmd.call per microbatch; the plan (`dialect_utils.stage_plan`, with the schedule it
+    was costed for, which alpa-run then runs) in `alpa.stage_plan` on the module and in
     report=FILE.
     Algorithm: stages=auto runs Alpa's DP over (layer range, submesh, logical mesh)
     minimizing sum t_i + (M - 1) max t_i, every device used, with t from the per-layer
-    auto-sharding ILP (pipeshard.stage_cost; identical layers solved once) and the 1F1B
-    (or GPipe) memory limit of the cluster's devices; stages=uniform splits the layers
+    auto-sharding ILP (pipeshard.stage_cost; identical layers solved once) and the
+    schedule's memory rule on memory-limit (1F1B: a stage followed by s - 1 stages
+    stashes min(s, M) microbatches; GPipe: all M on every stage); stages=uniform splits the layers
     evenly over num-stages equal submeshes; stages=manual takes layer-ranges,
     stage-submeshes and stage-logical-shapes. remat=true recomputes each layer's forward
     inside its backward fragment (pipeshard.remat: a stage keeps only its layers' inputs
@@ -92,9 +95,6 @@ class StageConstructionPass(Pass):
     NAME: ClassVar[str] = "alpa-stage-construction"
     SUMMARY: ClassVar[str] = "pipeline stages on submeshes (Alpa's inter-op DP), written as MPMD"
 
-    cluster: str = field(default="p3.16xlarge", metadata={"help": "cluster preset or JSON file"})
-    devices: MeshShape | None = field(
-        default=None, metadata={"help": "HOSTSxDEVICES overriding the cluster's (e.g. 2x4)"})
     num_microbatches: int = field(default=1, metadata={"help": "microbatches per step"})
     schedule: ScheduleKind = field(
         default=ScheduleKind.ONE_F_ONE_B,
@@ -104,12 +104,13 @@ class StageConstructionPass(Pass):
         default=LogicalChoice.ALL, metadata={"help": "logical meshes per submesh: all, data (dp only), model (mp only)"})
     stages: StageMode = field(default=StageMode.AUTO, metadata={"help": "auto (DP), uniform or manual"})
     num_stages: int | None = field(default=None, metadata={"help": "stage count for stages=uniform"})
-    layer_ranges: tuple[str, ...] = field(default=(), metadata={"help": "stages=manual: first-last layers per stage (0-1,2-3)"})
-    stage_submeshes: tuple[str, ...] = field(default=(), metadata={"help": "stages=manual: HxD submesh per stage"})
-    stage_logical_shapes: tuple[str, ...] = field(default=(), metadata={"help": "stages=manual: DPxMP per stage"})
-    memory_limit: float | None = field(default=None, metadata={"help": "bytes per device (default: the cluster's)"})
+    layer_ranges: tuple[LayerRange, ...] = field(
+        default=(), metadata={"help": "stages=manual: first-last layers per stage (0-1,2-3)"})
+    stage_submeshes: tuple[MeshShape, ...] = field(
+        default=(), metadata={"help": "stages=manual: HOSTSxDEVICES submesh per stage"})
+    stage_logical_shapes: tuple[MeshShape, ...] = field(
+        default=(), metadata={"help": "stages=manual: DPxMP logical mesh per stage"})
     time_limit: float = field(default=30.0, metadata={"help": "seconds per layer ILP"})
-    batch_args: tuple[int, ...] = field(default=(), metadata={"help": "batch arguments (default: not donated)"})
     allow_per_microbatch_statistics: bool = field(default=False, metadata={"help": "accept batch statistics"})
     remat: bool = field(
         default=False, metadata={"help": "recompute each layer's forward in its backward (keep only layer inputs)"})
@@ -117,12 +118,28 @@ class StageConstructionPass(Pass):
         default=True, metadata={"help": "auto-shard each fragment on its stage's logical mesh"})
     report: str = field(default="", metadata={"help": "write the plan as JSON to this file"})
 
+    def __post_init__(self) -> None:
+        if not self.schedule.has_backward:
+            raise ValueError(f"schedule={self.schedule.value} runs no backward; a training step needs gpipe or 1f1b")
+        for name in ("stage_submeshes", "stage_logical_shapes"):
+            for shape in getattr(self, name):
+                if len(shape.dims) != 2:
+                    raise ValueError(f"{name.replace('_', '-')}: expected AxB per stage, got {shape}")
+        manual = (self.layer_ranges, self.stage_submeshes, self.stage_logical_shapes)
+        if self.stages is StageMode.MANUAL and not all(manual):
+            raise ValueError("stages=manual needs layer-ranges, stage-submeshes and stage-logical-shapes")
+        if self.stages is not StageMode.MANUAL and any(manual):
+            raise ValueError(f"layer-ranges, stage-submeshes and stage-logical-shapes need stages=manual "
+                             f"(got stages={self.stages.value})")
+        if self.num_stages is not None and self.stages is not StageMode.UNIFORM:
+            raise ValueError(f"num-stages needs stages=uniform (got stages={self.stages.value})")
+        if self.num_stages is not None and self.num_stages < 1:
+            raise ValueError(f"num-stages={self.num_stages}: expected at least 1")
+        super().__post_init__()
+
     def run(self, module: ir.Module, ctx: PassContext) -> None:
         started = time.perf_counter()
-        if not self.schedule.has_backward:
-            ctx.fail(f"{self.NAME}: schedule={self.schedule.value} runs no backward; a training "
-                     "step needs gpipe or 1f1b")
-        spec = self._cluster(ctx)
+        spec = self.cluster_spec()
         cluster = Cluster(spec.hosts, spec.devices_per_host)
         main = inlined_main(module, ctx, self.NAME)
         if NUM_LAYERS_ATTR not in main.attributes:
@@ -139,7 +156,7 @@ class StageConstructionPass(Pass):
         params = {k: 1 for k, v in enumerate(split.inputs[:step.num_inputs])
                   if v.is_argument and v.index in donated_args(main)}
         costs = LayerCostModel(micro, num_layers, spec, state, params, self.time_limit, remat=self.remat)
-        memory = self.memory_limit if self.memory_limit is not None else spec.memory_bytes
+        memory = self.device_memory(spec)
         plan, dp_seconds = self._plan(ctx, main, cluster, costs, num_layers, memory)
         stage_of_layer = [k for k, s in enumerate(plan.stages) for _ in range(s.layer_start, s.layer_end + 1)]
         meshes = [S.Mesh.from_shape(tuple(s.logical_shape), AXES) for s in plan.stages]
@@ -168,20 +185,6 @@ class StageConstructionPass(Pass):
                 Path(self.report).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
             except OSError as e:
                 ctx.fail(f"cannot write report '{self.report}': {e.strerror}")
-
-    def _cluster(self, ctx: PassContext) -> ClusterSpec:
-        try:
-            spec = load_cluster(self.cluster)
-        except ClusterError as e:
-            ctx.fail(str(e))
-        if self.devices is not None:
-            dims = self.devices.dims
-            if len(dims) > 2:
-                ctx.fail(f"devices={self.devices}: expected HOSTSxDEVICES or a device count")
-            hosts, per_host = (1, dims[0]) if len(dims) == 1 else dims
-            from dataclasses import replace
-            spec = replace(spec, name=f"{spec.name}[{hosts}x{per_host}]", hosts=hosts, devices_per_host=per_host)
-        return spec
 
     def _shapes(self, submesh: SubmeshShape) -> tuple[tuple[int, int], ...]:
         shapes = logical_shapes(submesh)
@@ -236,15 +239,9 @@ class StageConstructionPass(Pass):
             ranges = [(bounds[k], bounds[k + 1] - 1) for k in range(s)]
             shape = self._shapes(sub)[-1] if self.logical_shapes is not LogicalChoice.DATA else (per, 1)
             return ranges, [sub] * s, [shape] * s
-        if not self.layer_ranges:
-            ctx.fail("stages=manual needs layer-ranges, stage-submeshes and stage-logical-shapes",
-                     main.location)
-        try:
-            ranges = [_pair(t, "-") for t in self.layer_ranges]
-            subs = [SubmeshShape(*_pair(t, "x")) for t in self.stage_submeshes]
-            shapes = [_pair(t, "x") for t in self.stage_logical_shapes]
-        except ValueError as e:
-            ctx.fail(f"{self.NAME}: {e}", main.location)
+        ranges = [(r.first, r.last) for r in self.layer_ranges]
+        subs = [SubmeshShape(*s.dims) for s in self.stage_submeshes]
+        shapes = [(s.dims[0], s.dims[1]) for s in self.stage_logical_shapes]
         return ranges, subs, shapes
 
     def _record(self, spec: ClusterSpec, plan: StagePlan, costs: LayerCostModel, memory: float,
@@ -275,15 +272,29 @@ class StageConstructionPass(Pass):
         )
 
 
-def _pair(text: str, sep: str) -> tuple[int, int]:
-    parts = text.lower().split(sep)
-    if len(parts) == 1 and sep == "-":
-        parts = parts * 2
-    try:
-        a, b = (int(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"expected A{sep}B, got {text!r}") from None
-    return a, b
+@dataclass(frozen=True)
+class LayerRange:
+    """A `layer-ranges` entry: `first-last` (inclusive) or one layer `k`."""
+
+    first: int
+    last: int
+
+    option_type_name = "layer range (e.g. 0-3 or 4)"
+
+    @classmethod
+    def parse_option(cls, text: str) -> LayerRange:
+        parts = text.split("-")
+        try:
+            first, last = (int(parts[0]), int(parts[-1])) if len(parts) <= 2 else (-1, -1)
+        except ValueError:
+            first = last = -1
+        if first < 0 or last < first:
+            raise ValueError(f"expected a layer range FIRST-LAST with 0 <= FIRST <= LAST, got {text!r}")
+        return cls(first, last)
+
+    def __str__(self) -> str:
+        return f"{self.first}-{self.last}"
+
 
 
 def _state_bytes(graph: FunctionGraph, main: ir.Operation) -> dict[int, float]:

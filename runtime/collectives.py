@@ -22,23 +22,16 @@ beside the counted ones, kind by kind.
 
 from __future__ import annotations
 
-import enum
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from alpa_mlir.dialect_utils.collective_kind import CollectiveKind
+
 SPMD_PASS_RE = "spmd-partitioning"
 _AFTER_SPMD = "after_spmd-partitioning"
-
-
-class CollectiveKind(enum.Enum):
-    ALL_REDUCE = "all-reduce"
-    ALL_GATHER = "all-gather"
-    REDUCE_SCATTER = "reduce-scatter"
-    ALL_TO_ALL = "all-to-all"
-    COLLECTIVE_PERMUTE = "collective-permute"
 
 
 HloShape = tuple[str, tuple[int, ...]]  # (element type, dims): ("f32", (8, 4))

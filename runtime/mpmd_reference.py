@@ -34,7 +34,7 @@ from jax.extend.mlir import ir
 from jax.sharding import NamedSharding, PartitionSpec
 
 from alpa_mlir.dialect_utils import mpmd, shardy
-from alpa_mlir.dialect_utils.attributes import ALIASING_OUTPUT, BUFFER_DONOR
+from alpa_mlir.dialect_utils.attributes import donation
 from alpa_mlir.dialect_utils.diagnostics import source_loc
 from alpa_mlir.dialect_utils.types import TensorInfo, tensor_info
 
@@ -73,13 +73,6 @@ def _global_info(t: ir.Type, what: str) -> tuple[TensorInfo, Placement]:
     return info, Placement(mesh_name, declared)
 
 
-def _donation(attrs: dict[str, ir.Attribute]) -> tuple[bool, int | None]:
-    if ALIASING_OUTPUT in attrs:
-        return True, int(ir.IntegerAttr(attrs[ALIASING_OUTPUT]).value)
-    donor = attrs.get(BUFFER_DONOR)
-    return (donor is not None and ir.BoolAttr(donor).value), None
-
-
 def read_mpmd_signature(func_op: ir.Operation) -> tuple[Signature, tuple[Placement, ...]]:
     """@main's arguments and results with their global shapes (mesh tensors unwrapped),
     and the mesh of each argument."""
@@ -89,7 +82,7 @@ def read_mpmd_signature(func_op: ir.Operation) -> tuple[Signature, tuple[Placeme
     placements = []
     for i, t in enumerate(ftype.inputs):
         info, placement = _global_info(t, f"argument {i} of @main")
-        donated, aliased = _donation(attrs[i])
+        donated, aliased = donation(attrs[i])
         args.append(ArgSpec(i, info, placement.sharding, donated, aliased))
         placements.append(placement)
     results = []

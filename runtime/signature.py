@@ -19,7 +19,7 @@ import numpy as np
 from jax.extend.mlir import ir
 
 from alpa_mlir.dialect_utils import graph, shardy
-from alpa_mlir.dialect_utils.attributes import ALIASING_OUTPUT, BUFFER_DONOR
+from alpa_mlir.dialect_utils.attributes import BUFFER_DONOR, donation
 from alpa_mlir.dialect_utils.diagnostics import DiagnosticError, source_loc
 from alpa_mlir.dialect_utils.types import TensorInfo, tensor_info
 
@@ -106,13 +106,6 @@ def _checked_info(t: ir.Type, what: str) -> TensorInfo:
     return info
 
 
-def _donation(attrs: dict[str, ir.Attribute]) -> tuple[bool, int | None]:
-    if ALIASING_OUTPUT in attrs:
-        return True, int(ir.IntegerAttr(attrs[ALIASING_OUTPUT]).value)
-    donor = attrs.get(BUFFER_DONOR)
-    return (donor is not None and ir.BoolAttr(donor).value), None
-
-
 def mark_donated(module: ir.Module, indices: Sequence[int]) -> None:
     """`jax.buffer_donor = true` on these arguments of @main: a run may consume them."""
     func_op = main_func(module)
@@ -127,7 +120,7 @@ def read_signature(module: ir.Module) -> Signature:
     arg_attrs = shardy.arg_attrs(func_op)
     args = []
     for i, t in enumerate(ftype.inputs):
-        donated, aliased = _donation(arg_attrs[i])
+        donated, aliased = donation(arg_attrs[i])
         args.append(ArgSpec(i, _checked_info(t, f"argument {i} of @main"),
                             shardy.arg_sharding(func_op, i), donated, aliased))
     results = tuple(

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from jax.extend.mlir import ir
+from jax.extend.mlir.dialects import sdy
 
 from alpa_mlir.dialect_utils import mpmd
 from alpa_mlir.dialect_utils import shardy as S
@@ -142,7 +143,6 @@ class _State:
                 want = self.decided.get(alias)
             if want is not None and want.text() != chosen.text():
                 with frag.context, ir.InsertionPoint(terminator), terminator.location:
-                    from jax.extend.mlir.dialects import sdy
 
                     c = sdy.ShardingConstraintOp(terminator.operands[j], want.attr())
                 terminator.operands[j] = c.result

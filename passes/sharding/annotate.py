@@ -12,7 +12,7 @@ its partitioner.
 from __future__ import annotations
 
 from jax.extend.mlir import ir
-from jax.extend.mlir.dialects import stablehlo
+from jax.extend.mlir.dialects import sdy, stablehlo
 
 from alpa_mlir.dialect_utils import shardy as S
 
@@ -98,7 +98,6 @@ def _constrain_operands(sg: StrategyGraph, choices: tuple[int, ...], mesh_name: 
     another layout than its producer made, a constraint just for that use: XLA then
     reshards exactly as the plan costed it (and computes the op as the strategy says,
     e.g. a split contraction)."""
-    from jax.extend.mlir.dialects import sdy
 
     mesh = sg.mesh
     uses = resharded_uses(sg, choices)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,6 @@ class ClusterSpec:
         return self.hosts * self.devices_per_host
 
     def with_hosts(self, hosts: int) -> ClusterSpec:
-        from dataclasses import replace
 
         return replace(self, name=f"{self.name}-x{hosts}", hosts=hosts)
 

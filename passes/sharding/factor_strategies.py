@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from jax.extend.mlir import ir
 
+from alpa_mlir.dialect_utils.collective_kind import CollectiveKind
 from alpa_mlir.dialect_utils.flops import op_flops
 from alpa_mlir.dialect_utils.graph import OpNode
 from alpa_mlir.dialect_utils.op_factors import OpFactors, TensorFactors, factor_symbol
@@ -200,7 +201,7 @@ def _strategy(op: _OpCost, lay: _Layouts, ctx: RuleContext, name: str,
         group = lay.partial[0]
         scattered = [
             Strategy(name + "-rs", (spec,), lay.inputs, compute + mesh.reduce_scatter_cost(local, group),
-                     (PlannedCollective("reduce-scatter", group, local),), compute)
+                     (PlannedCollective(CollectiveKind.REDUCE_SCATTER, group, local),), compute)
             for spec in _reduce_scatter_layouts(lay.outputs[0], group, op.result_shapes[0], mesh)
         ]
         if scattered:
@@ -208,7 +209,7 @@ def _strategy(op: _OpCost, lay: _Layouts, ctx: RuleContext, name: str,
     # XLA combines the partial results of each split reduction factor by its own
     # all-reduce (two contracted dims split on x and on y: two all-reduces).
     cost = compute + sum(mesh.all_reduce_cost(local, group) for group in lay.partial)
-    collectives = tuple(PlannedCollective("all-reduce", group, local) for group in lay.partial)
+    collectives = tuple(PlannedCollective(CollectiveKind.ALL_REDUCE, group, local) for group in lay.partial)
     return [Strategy(name, lay.outputs, lay.inputs, cost, collectives, compute)]
 
 

@@ -11,6 +11,8 @@ import itertools
 import math
 from collections.abc import Iterator
 
+from alpa_mlir.dialect_utils.collective_kind import CollectiveKind
+
 from .mesh import Axes, LogicalMesh
 
 TensorSpec = tuple[Axes, ...]
@@ -64,7 +66,7 @@ def enumerate_specs(shape: tuple[int, ...], mesh: LogicalMesh, max_axes_per_dim:
 
 def resharding_steps(
     src: TensorSpec, dst: TensorSpec, nbytes: float, mesh: LogicalMesh, allow_all_to_all: bool = True
-) -> list[tuple[str, Axes, float]]:
+) -> list[tuple[CollectiveKind, Axes, float]]:
     """The collectives turning a tensor of `nbytes` (full size) laid out as `src` into
     `dst`: (kind, mesh axes of its group, bytes of the gathered / exchanged tensor) each.
 
@@ -87,7 +89,7 @@ def resharding_steps(
                 break
             kept.add(a)
     local = nbytes / dim_factor(tuple(sorted(kept)), mesh)
-    steps: list[tuple[str, Axes, float]] = []
+    steps: list[tuple[CollectiveKind, Axes, float]] = []
     for i, dim in enumerate(src):
         gathered: list[int] = []
         moved: dict[int, list[int]] = {}  # destination dim -> axes moving there
@@ -99,9 +101,9 @@ def resharding_steps(
                 gathered.append(a)
             else:
                 moved.setdefault(j, []).append(a)
-        steps.extend(("all-to-all", tuple(axes), local) for _, axes in sorted(moved.items()))
+        steps.extend((CollectiveKind.ALL_TO_ALL, tuple(axes), local) for _, axes in sorted(moved.items()))
         if gathered:
-            steps.append(("all-gather", tuple(gathered), local))
+            steps.append((CollectiveKind.ALL_GATHER, tuple(gathered), local))
     return steps
 
 
@@ -110,7 +112,7 @@ def resharding_cost(
 ) -> float:
     cost = 0.0
     for kind, axes, size in resharding_steps(src, dst, nbytes, mesh, allow_all_to_all):
-        if kind == "all-gather":
+        if kind is CollectiveKind.ALL_GATHER:
             cost += mesh.all_gather_cost(size, axes)
         else:
             cost += mesh.all_to_all_cost(size, axes)

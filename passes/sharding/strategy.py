@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from alpa_mlir.dialect_utils.collective_kind import CollectiveKind
 from alpa_mlir.dialect_utils.op_factors import FactorTable
 
 from .mesh import Axes, LogicalMesh
@@ -30,7 +31,7 @@ from .spec import TensorSpec
 class PlannedCollective:
     """A collective a strategy itself performs (reported as a prediction)."""
 
-    kind: str  # all-reduce | all-gather | reduce-scatter | all-to-all
+    kind: CollectiveKind
     axes: Axes
     nbytes: float  # full size of the tensor the collective produces
 

@@ -3,7 +3,7 @@
 // 1 are whole. A broadcast scalar (like a constant or iota) is free in any layout: it is
 // no decision of the plan and gets no constraint; its users decide.
 //
-// RUN: alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=2x4})' | filecheck %s
+// RUN: alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=2x4})' | filecheck %s
 
 // CHECK-LABEL: module @vector_to_rows
 // CHECK:       func.func @main(

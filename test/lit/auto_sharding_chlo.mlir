@@ -6,7 +6,7 @@
 //
 // test/lit/Inputs/chlo.mlir: a step using square, erf_inv, lgamma (its gradient is
 // digamma) and top_k on a [512, 128] activation.
-// RUN: alpa-opt %inputs/chlo.mlir --verify-diagnostics --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=2x4 report=%t.json})' -o %t.mlir
+// RUN: alpa-opt %inputs/chlo.mlir --verify-diagnostics --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=2x4 report=%t.json})' -o %t.mlir
 // RUN: filecheck %s --input-file=%t.mlir
 // RUN: filecheck %s --check-prefix=REPORT --input-file=%t.json
 // RUN: alpa-run %t.mlir --reference | filecheck %s --check-prefix=EXEC

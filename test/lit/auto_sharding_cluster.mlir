@@ -21,7 +21,8 @@
 // P3-NEXT:     7.692307692307693e-12
 // P3-NEXT:   ],
 // P3:      "options": {
-// P3-NEXT:   "cluster": "p3.16xlarge"
+// P3-NEXT:   "mesh": "8"
+// P3-NEXT: },
 // P3:      "predicted_collectives": {
 // P3-NEXT:   "all-reduce": {
 // P3-NEXT:     "bytes": 8192.0,

@@ -2,7 +2,7 @@
 // output features (with the kernel's output-feature dim) or the input features (a
 // contraction: an all-reduce); spatial dims stay whole.
 //
-// RUN: alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=2x4})' | filecheck %s
+// RUN: alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=2x4})' | filecheck %s
 
 // A large batch (64) and a tiny kernel: data parallel over all 8 devices.
 // CHECK-LABEL: module @conv_data_parallel

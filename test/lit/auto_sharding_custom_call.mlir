@@ -6,12 +6,12 @@
 //
 // test/lit/Inputs/custom_call.mlir: jax.scipy.linalg.cholesky (lapack_spotrf_ffi on CPU)
 // next to a matmul.
-// RUN: alpa-opt %inputs/custom_call.mlir --verify-diagnostics --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=2x4 report=%t.lapack.json})' -o %t.lapack.mlir
+// RUN: alpa-opt %inputs/custom_call.mlir --verify-diagnostics --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=2x4 report=%t.lapack.json})' -o %t.lapack.mlir
 // RUN: filecheck %s --check-prefix=LAPACK --input-file=%t.lapack.mlir
 // RUN: filecheck %s --check-prefix=LAPACK-REPORT --input-file=%t.lapack.json
 // RUN: alpa-run %t.lapack.mlir --reference | filecheck %s --check-prefix=EXEC
 //
-// RUN: alpa-opt %s --verify-diagnostics --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=2x4 report=%t.json})' | filecheck %s
+// RUN: alpa-opt %s --verify-diagnostics --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=2x4 report=%t.json})' | filecheck %s
 // RUN: filecheck %s --check-prefix=REPORT --input-file=%t.json
 
 // LAPACK:       %[[C:.*]]:2 = stablehlo.custom_call @lapack_spotrf_ffi(

@@ -1,10 +1,10 @@
 // alpa-auto-sharding on dot_general: the plans the ILP must find when one layout is
 // clearly cheapest. Each module's @main is planned on its own (--split-input-file).
 //
-// RUN: alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=8})' | filecheck %s --check-prefix=MESH8
-// RUN: alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=2x4})' | filecheck %s --check-prefix=MESH2D
+// RUN: alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=8})' | filecheck %s --check-prefix=MESH8
+// RUN: alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=2x4})' | filecheck %s --check-prefix=MESH2D
 // Uniform links (beta=1,1): a 2-D mesh behaves like 8 devices on one axis.
-// RUN: alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=2x4 beta=1,1})' | filecheck %s --check-prefix=UNIFORM
+// RUN: alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=2x4 beta=1,1})' | filecheck %s --check-prefix=UNIFORM
 
 // Data parallelism: a training step of a 2-layer MLP with a large batch (8192) and tiny
 // weights (16x16). Splitting the batch over every device leaves only the two weight

@@ -2,7 +2,7 @@
 // nothing to keep it, and every result gets a constraint with that layout (constants
 // excepted). Arguments prefer the layout that shards them fully.
 //
-// RUN: alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=2x4})' | filecheck %s
+// RUN: alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=2x4})' | filecheck %s
 
 // Only dim 0 (64) divides the 8 devices: both axes split it, major axis first. A
 // non-scalar constant takes the layout for free and gets no constraint of its own.

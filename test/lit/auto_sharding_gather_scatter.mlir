@@ -4,7 +4,7 @@
 // offset dim (the hidden split of an embedding). scatter: an axis splits an update window
 // dim together with the operand and result dim it covers.
 //
-// RUN: alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=2x4})' | filecheck %s
+// RUN: alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=2x4})' | filecheck %s
 
 // Many indices (8192, 32 KiB) into a small table (4 KiB): the indices and the result are
 // split along the batch; the table is replicated.

@@ -1,6 +1,6 @@
 // sharding-format=gspmd writes the plan as XLA HloSharding strings (mhlo.sharding) and
 // custom_call @Sharding constraints, without any Shardy op, and the result runs.
-// RUN: alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=2x4 beta=1,1 sharding-format=gspmd})' -o %t.mlir
+// RUN: alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=2x4 beta=1,1 sharding-format=gspmd})' -o %t.mlir
 // RUN: filecheck %s --input-file=%t.mlir
 // RUN: alpa-run %t.mlir --reference | filecheck %s --check-prefix=EXEC
 

@@ -12,7 +12,7 @@
 // RUN: filecheck %s --check-prefix=REPORT --input-file=%t.json
 // RUN: alpa-run %t.remat.mlir --reference --collectives | filecheck %s --check-prefix=EXEC
 //
-// RUN: alpa-opt %s --verify-diagnostics --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=2x4})' | filecheck %s
+// RUN: alpa-opt %s --verify-diagnostics --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=2x4})' | filecheck %s
 
 // REMAT:       stablehlo.optimization_barrier
 // REMAT:       %[[B:.*]]:3 = stablehlo.optimization_barrier %arg1,

@@ -3,7 +3,7 @@
 // is the same on any 1-D mesh: W1 split by columns, W2 by rows, one all-reduce.
 
 // A 1-D mesh of 4: the mesh op, the partition count and the plan.
-// RUN: alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=4})' | filecheck %s --check-prefix=MESH4
+// RUN: alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=4})' | filecheck %s --check-prefix=MESH4
 // MESH4:      module @mlp_step attributes {mhlo.num_partitions = 4 : i32} {
 // MESH4-NEXT:   sdy.mesh @mesh = <["x"=4]>
 // MESH4-NEXT:   func.func @main(
@@ -46,7 +46,7 @@
 // The default cost model (Alpa's alpha=1,1 beta=1,0.1, the alpa-abstract cluster) makes
 // "x" ten times slower than "y": the plan then all-reduces three times on the cheap
 // axes instead of once over both. Spelling the defaults out changes nothing.
-// RUN: alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=2x4})' -o %t.default2d.mlir
+// RUN: alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=2x4})' -o %t.default2d.mlir
 // RUN: alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=2x4 alpha=1,1 beta=1,0.1 cluster=alpa-abstract})' -o %t.explicit2d.mlir
 // RUN: diff %t.default2d.mlir %t.explicit2d.mlir
 // RUN: filecheck %s --input-file=%t.default2d.mlir --check-prefix=ABSTRACT
@@ -61,7 +61,7 @@
 // ABSTRACT-EXEC: reference check: PASS (3 outputs match)
 
 // The report (mesh=8): plan, solver, ILP sizes, predicted collectives, arguments.
-// RUN: alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=8 report=%t.json})' -o %t.mlir
+// RUN: alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=8 report=%t.json})' -o %t.mlir
 // RUN: filecheck %s --input-file=%t.json --check-prefix=REPORT
 // REPORT:      {
 // REPORT-NEXT:   "argument_bytes_per_device": 270336,
@@ -95,7 +95,10 @@
 // REPORT-NEXT:   },
 // REPORT:        "objective": {{[0-9]+(\.[0-9]+)?(e[-+]?[0-9]+)?}},
 // REPORT-NEXT:   "ops": 9,
-// REPORT-NEXT:   "options": {},
+// REPORT-NEXT:   "options": {
+// REPORT-NEXT:     "cluster": "alpa-abstract",
+// REPORT-NEXT:     "mesh": "8"
+// REPORT-NEXT:   },
 // REPORT-NEXT:   "pass_seconds": {{[0-9.e-]+}},
 // REPORT-NEXT:   "predicted_collectives": {
 // REPORT-NEXT:     "all-reduce": {
@@ -113,7 +116,7 @@
 // REPORT-NEXT: }
 
 // Determinism: the same input and options give the same text.
-// RUN: alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=8 report=%t.again.json})' -o %t.again.mlir
+// RUN: alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=8 report=%t.again.json})' -o %t.again.mlir
 // RUN: diff %t.mlir %t.again.mlir
 
 // The output runs on 8 devices with exactly the one predicted all-reduce, and matches

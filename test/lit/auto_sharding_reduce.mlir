@@ -2,7 +2,7 @@
 // the reduced dims (a split reduced dim leaves partial sums: an all-reduce, and a
 // replicated result along those axes).
 //
-// RUN: alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=2x4})' | filecheck %s
+// RUN: alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=2x4})' | filecheck %s
 
 // A data-parallel matmul (4096-row batch over all 8 devices) reduced both ways: over the
 // split batch dim (the result is replicated) and over the whole dim 1 (the result keeps

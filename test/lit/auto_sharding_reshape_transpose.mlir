@@ -2,7 +2,7 @@
 // a reshape moves each split to the major dim of the matching dim group when the size
 // still divides (splits that cannot follow are dropped, so a free input avoids them).
 //
-// RUN: alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=2x4})' | filecheck %s
+// RUN: alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=2x4})' | filecheck %s
 
 // CHECK-LABEL: module @transpose_2d
 // CHECK:       func.func @main(

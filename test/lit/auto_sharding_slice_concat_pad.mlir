@@ -3,7 +3,7 @@
 // keeps its operand's split. Each input below has one such dim and one free dim of the
 // same divisibility, so the plan must put the split on the free one.
 //
-// RUN: alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=2x4})' | filecheck %s
+// RUN: alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=2x4})' | filecheck %s
 
 // CHECK-LABEL: module @slice
 // CHECK:       func.func @main(

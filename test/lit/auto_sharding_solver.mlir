@@ -1,13 +1,13 @@
-// alpa-auto-sharding{solver=...}: every OR-tools backend proves the same plan optimal,
+// alpa-auto-sharding{cluster=alpa-abstract solver=...}: every OR-tools backend proves the same plan optimal,
 // so the output text is identical (the tie-break makes the optimum unique). The input's
 // ILP keeps 5 nodes after merging and elimination, so each solver really runs. A time
 // limit that is not reached changes nothing.
 
-// RUN: alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=2x4})' -o %t.auto.mlir
-// RUN: alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=2x4 solver=scip report=%t.scip.json})' -o %t.scip.mlir
-// RUN: alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=2x4 solver=highs report=%t.highs.json})' -o %t.highs.mlir
-// RUN: alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=2x4 solver=cbc report=%t.cbc.json})' -o %t.cbc.mlir
-// RUN: alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=2x4 solver=cp-sat time-limit=60 report=%t.cp-sat.json})' -o %t.cp-sat.mlir
+// RUN: alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=2x4})' -o %t.auto.mlir
+// RUN: alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=2x4 solver=scip report=%t.scip.json})' -o %t.scip.mlir
+// RUN: alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=2x4 solver=highs report=%t.highs.json})' -o %t.highs.mlir
+// RUN: alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=2x4 solver=cbc report=%t.cbc.json})' -o %t.cbc.mlir
+// RUN: alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=2x4 solver=cp-sat time-limit=60 report=%t.cp-sat.json})' -o %t.cp-sat.mlir
 // RUN: diff %t.auto.mlir %t.scip.mlir
 // RUN: diff %t.auto.mlir %t.highs.mlir
 // RUN: diff %t.auto.mlir %t.cbc.mlir

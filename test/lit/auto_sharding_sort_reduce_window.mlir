@@ -1,7 +1,7 @@
 // alpa-auto-sharding on sort and reduce_window: the sorted dim and the windowed (or
 // padded) dims must stay whole; the others keep the operand's split.
 //
-// RUN: alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=2x4})' | filecheck %s
+// RUN: alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=2x4})' | filecheck %s
 
 // Sorting each row (dim 1): the rows are split.
 // CHECK-LABEL: module @sort_rows

@@ -14,9 +14,9 @@
 // RUN: alpa-run %t.scan.mlir --reference | filecheck %s --check-prefix=EXEC
 //
 // The hand-written cases below.
-// RUN: alpa-opt %s --split-input-file --verify-diagnostics --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=2x4})' -o %t.mlir
+// RUN: alpa-opt %s --split-input-file --verify-diagnostics --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=2x4})' -o %t.mlir
 // RUN: filecheck %s --input-file=%t.mlir
-// RUN: alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=2x4})' 2>&1 >/dev/null | filecheck %s --check-prefix=DIAG
+// RUN: alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=2x4})' 2>&1 >/dev/null | filecheck %s --check-prefix=DIAG
 
 // SCAN:       func.func public @main(%arg0: tensor<4x512x512xf32> {sdy.sharding = #sdy.sharding<@mesh, [{}, {{.*}}"x", "y"{{.*}}]>
 // SCAN:       stablehlo.while(%[[W:.*]] = %arg0,

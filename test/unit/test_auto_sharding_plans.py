@@ -39,7 +39,7 @@ def mlp_step(batch: int, hidden: int, ffn: int, donate: bool = False) -> str:
 def plan(text: str, options: str):  # type: ignore[no-untyped-def]
     ctx = make_context()
     module = parse_module(text, ctx)
-    PassManager.parse(f"builtin.module(alpa-auto-sharding{{{options}}})", ctx).run(module)
+    PassManager.parse(f"builtin.module(alpa-auto-sharding{{cluster=alpa-abstract {options}}})", ctx).run(module)
     return module
 
 
@@ -235,7 +235,7 @@ def test_loop_without_static_trip_count_is_planned_correctly() -> None:
                             jax.ShapeDtypeStruct((64, 64), jnp.float32)).as_text()
     ctx = make_context()
     module = parse_module(text, ctx)
-    diagnostics = PassManager.parse("builtin.module(alpa-auto-sharding{mesh=8})", ctx).run(module)
+    diagnostics = PassManager.parse("builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=8})", ctx).run(module)
     assert [d.message for d in diagnostics.diagnostics] == [
         "'stablehlo.while' has no static trip count: its body is planned as if it ran once"
     ]

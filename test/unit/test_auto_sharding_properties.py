@@ -348,7 +348,7 @@ def mesh_options(draw: st.DrawFn) -> str:
 def plan(text: str, options: str):  # type: ignore[no-untyped-def]
     ctx = make_context()
     module = parse_module(text, ctx)
-    PassManager.parse(f"builtin.module(alpa-auto-sharding{{{options}}})", ctx).run(module)
+    PassManager.parse(f"builtin.module(alpa-auto-sharding{{cluster=alpa-abstract {options}}})", ctx).run(module)
     return module
 
 

@@ -92,7 +92,7 @@ def planned(model: str, mesh: str) -> PlannedModel:
     module = parse_module(text, ctx)
     with tempfile.TemporaryDirectory(prefix="alpa-zoo-plan-") as tmp:
         path = Path(tmp) / "report.json"
-        PassManager.parse(f"builtin.module(alpa-auto-sharding{{mesh={mesh} report={path}}})", ctx).run(module)
+        PassManager.parse(f"builtin.module(alpa-auto-sharding{{cluster=alpa-abstract mesh={mesh} report={path}}})", ctx).run(module)
         report = json.loads(path.read_text())
     assert module.operation.verify()
     program = compile_program(module, jax.devices()[:8], CompileSettings(count_collectives=True))
