@@ -37,6 +37,7 @@ from .sharding.ilp import (
 from .sharding.ilp import Solver as SolverChoice
 from .sharding.mesh import LogicalMesh, MeshShape
 from .sharding.spec import TensorSpec, resharding_steps, shard_count, used_axes
+from .sharding.step_args import StepArgs
 from .sharding.strategy import Options, RuleContext, Strategy
 from .shared_options import ClusterOptions, StepArgOptions
 
@@ -66,9 +67,9 @@ class AutoShardingPass(ClusterOptions, StepArgOptions, Pass):
     cluster's is added only when the unconstrained plan would not fit. Ops without a rule
     are replicated, with a warning.
     Data-parallel controls: force-data-parallel splits the batch dim of every value (from
-    the batch arguments, by default those not donated) over the mesh and replicates the
-    rest; batch-axis pins the batch to one mesh axis; zero-stage=3 splits every donated
-    argument over the mesh; prefer-reduce-scatter reduce-scatters partial sums (ZeRO-2).
+    the batch arguments, by default inferred: sharding.step_args) over the mesh and
+    replicates the rest; batch-axis pins the batch to one mesh axis; zero-stage=3 splits
+    every state argument over the mesh; prefer-reduce-scatter reduce-scatters partial sums (ZeRO-2).
     """
 
     NAME: ClassVar[str] = "alpa-auto-sharding"
@@ -124,11 +125,10 @@ class AutoShardingPass(ClusterOptions, StepArgOptions, Pass):
             Options(allow_all_to_all=self.allow_all_to_all, prefer_reduce_scatter=self.prefer_reduce_scatter),
             factors,
         )
-        aliases = donated_args(func)
-        layouts = self._arg_layouts(ctx, mesh, graph, frozenset(aliases))
-        op_strategies = (
-            self._data_parallel_ops(mesh, graph, frozenset(aliases), factors) if self.force_data_parallel else None
-        )
+        args = self.step_args(graph, ctx, func.location)
+        aliases = donated_args(func)  # layouts tied only where the buffers really are shared
+        layouts = self._arg_layouts(ctx, mesh, graph, args)
+        op_strategies = self._data_parallel_ops(mesh, graph, args, factors) if self.force_data_parallel else None
         sg = problem.build(graph, rule_ctx, frozenset(aliases), layouts, op_strategies)
         for node in sg.fallbacks:
             assert node.op is not None
@@ -155,6 +155,7 @@ class AutoShardingPass(ClusterOptions, StepArgOptions, Pass):
         constraints = writer(module, sg, solution.choices)
         if self.report:
             data = _report(self, sg, solution, constraints, time.perf_counter() - started)
+            data["step_args"] = args.describe()
             try:
                 Path(self.report).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
             except OSError as e:
@@ -172,17 +173,13 @@ class AutoShardingPass(ClusterOptions, StepArgOptions, Pass):
         except SolverError as e:
             ctx.fail(f"ILP solver failed: {e}", func.location)
 
-    def _batch_args(self, graph: FunctionGraph, donated: frozenset[int]) -> frozenset[int]:
-        n = len(graph.args)
-        return frozenset(self.batch_args) if self.batch_args else frozenset(range(n)) - donated
-
     def _data_parallel_ops(
-        self, mesh: LogicalMesh, graph: FunctionGraph, donated: frozenset[int], factors: FactorTable
+        self, mesh: LogicalMesh, graph: FunctionGraph, args: StepArgs, factors: FactorTable
     ) -> problem.OpStrategies:
         """force-data-parallel: an op whose results carry the batch splits it over the
         mesh (or the batch axis); the others' results are replicated. Strategies that lay
         a result out otherwise go, when any is left."""
-        dims = batch_dims(graph, self._batch_args(graph, donated), factors)
+        dims = batch_dims(graph, args.batch, factors)
         axis = mesh.axis_names.index(self.batch_axis) if self.batch_axis else None
         whole = tuple(a for a in range(mesh.ndim) if mesh.shape[a] > 1) if axis is None else (axis,)
 
@@ -198,17 +195,13 @@ class AutoShardingPass(ClusterOptions, StepArgOptions, Pass):
         return narrow
 
     def _arg_layouts(
-        self, ctx: PassContext, mesh: LogicalMesh, graph: FunctionGraph, donated: frozenset[int]
+        self, ctx: PassContext, mesh: LogicalMesh, graph: FunctionGraph, args: StepArgs
     ) -> problem.ArgLayouts | None:
         """The argument restrictions the options ask for (None: all layouts)."""
         if not (self.force_data_parallel or self.zero_stage or self.batch_axis):
             return None
         axis = mesh.axis_names.index(self.batch_axis) if self.batch_axis else None
-        n = len(graph.args)
-        for i in self.batch_args:
-            if not 0 <= i < n:
-                ctx.fail(f"batch-args names argument {i}, but @main has {n} arguments")
-        batch = self._batch_args(graph, donated)
+        batch = frozenset(args.batch)
         whole = tuple(a for a in range(mesh.ndim) if mesh.shape[a] > 1)
 
         def narrow(arg: ValueNode, specs: list[TensorSpec]) -> list[TensorSpec]:
@@ -221,7 +214,7 @@ class AutoShardingPass(ClusterOptions, StepArgOptions, Pass):
                     keep, why = [s for s in keep if s[0] == dim0 and not any(s[1:])], "force-data-parallel"
             elif self.force_data_parallel:
                 keep = [s for s in specs if not any(s)]
-            elif self.zero_stage == 3 and arg.index in donated:
+            elif self.zero_stage == 3 and arg.index in args.state:
                 keep, why = [s for s in specs if set(used_axes(s)) == set(whole)], "zero-stage=3"
             if not keep:
                 ctx.fail(

@@ -20,8 +20,9 @@ class GradientAccumulationPass(StepArgOptions, Pass):
     """Run a training step as M microbatches whose gradient sums are accumulated, then
     apply the update once (Alpa's gradient accumulation).
 
-    Reads: @main, a training step whose batch arguments (default: the arguments that
-    are not donated) carry the batch in dim 0. func.call helpers are inlined first.
+    Reads: @main, a training step whose batch arguments carry the batch in dim 0 (default:
+    inferred, with or without donation: the arguments outside the state whose dim 0 is
+    the batch size; sharding.step_args). func.call helpers are inlined first.
     Writes: a private @microbatch function (the forward and backward work of one
     microbatch, every batch dim divided by M, adding its sums over the batch into
     accumulators it receives and returns), and @main (same signature) slicing each batch
@@ -55,5 +56,6 @@ class GradientAccumulationPass(StepArgOptions, Pass):
         main = inlined_main(module, ctx, self.NAME)
         graph = FunctionGraph(remove_grad_markers(main))
         split = microbatch_split(graph, main, ctx, self.NAME, self.num_microbatches,
-                                 self.batch_args, self.allow_per_microbatch_statistics)
+                                 self.step_args(graph, ctx, main.location).batch,
+                                 self.allow_per_microbatch_statistics)
         apply_split(module, main, graph, split, ctx)

@@ -13,7 +13,6 @@ from alpa_mlir.dialect_utils.attributes import (
     NUM_LAYERS_ATTR,
     PHASE_ATTR,
     Phase,
-    donated_args,
 )
 from alpa_mlir.dialect_utils.flops import op_flops
 from alpa_mlir.dialect_utils.graph import FunctionGraph
@@ -67,8 +66,8 @@ class LayerConstructionPass(StepArgOptions, Pass):
     """Cluster the ops of a training step into layers (Alpa's layer construction).
 
     Reads: @main, a training step (params, opt_state, batch) -> (params', opt_state',
-    loss) whose parameters and optimizer state are donated (`tf.aliasing_output`) and
-    whose loss is a scalar float result (the last one unless loss-result says otherwise).
+    loss), donated or not (state and batch arguments inferred: sharding.step_args), whose
+    loss is a scalar float result (the last one unless loss-result says otherwise).
     func.call helpers are inlined first.
     Writes: `alpa.phase = "forward"|"backward"|"apply"` and `alpa.layer = K : i64` on
     every top-level op of @main, `alpa.num_layers = N : i64` on @main. Nothing else
@@ -104,16 +103,8 @@ class LayerConstructionPass(StepArgOptions, Pass):
     def run(self, module: ir.Module, ctx: PassContext) -> None:
         func = inlined_main(module, ctx, self.NAME)
         graph = FunctionGraph(func)
-        for i in self.batch_args:
-            if not 0 <= i < len(graph.args):
-                ctx.fail(f"batch-args names argument {i}, but @main has {len(graph.args)} arguments", func.location)
         try:
-            step = analyze_step(
-                graph,
-                donated_args(func),
-                loss_result=self.loss_result,
-                batch_args=frozenset(self.batch_args) if self.batch_args else None,
-            )
+            step = analyze_step(graph, self.step_args(graph, ctx, func.location), loss_result=self.loss_result)
         except StepAnalysisError as e:
             ctx.fail(f"{self.NAME}: {e}", func.location)
         layer_of, count = self._layers(ctx, graph, step)
@@ -214,7 +205,7 @@ def _input_ids(graph: FunctionGraph, op: int, ids: _Ids) -> list[int]:
 def _argument_layers(
     graph: FunctionGraph, step: StepAnalysis, ids: _Ids, forward_layer_of: Mapping[int, int]
 ) -> dict[int, int]:
-    """Id -> layer for the donated arguments: a parameter lives with the earliest forward
+    """Id -> layer for the state arguments: a parameter lives with the earliest forward
     op that reads it; an optimizer-state argument with the parameters whose updated
     results depend on it, when those all live in one layer (the step counter of Adam feeds
     every update and gets none)."""

@@ -10,7 +10,8 @@ A pass takes a group by inheriting it next to `Pass`:
 - `ClusterOptions`: `cluster` (a preset or a JSON file), `devices` (HOSTSxDEVICES over
   the preset's shape), `memory-limit` (bytes per device; default: the cluster's device
   memory).
-- `StepArgOptions`: `batch-args` (which arguments of the training step carry the batch).
+- `StepArgOptions`: `batch-args`, `state-args` (which arguments of the training step
+  carry the batch and which it updates; by default inferred, `sharding.step_args`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
+from jax.extend.mlir import ir
+
+from alpa_mlir.dialect_utils.graph import FunctionGraph
+
+from .pass_base import PassContext
 from .sharding.cluster import ClusterSpec, load_cluster
 from .sharding.mesh import MeshShape
+from .sharding.step_args import StepArgs, StepArgsError, infer_step_args
 
 DEFAULT_CLUSTER = "p3.16xlarge"
 """The Alpa paper's cluster (8 x V100 16 GB per host)."""
@@ -64,15 +71,31 @@ class StepArgOptions:
     """Which arguments of a training step are what."""
 
     batch_args: tuple[int, ...] = field(
-        default=(), metadata={"help": "indices of the batch arguments (default: the arguments not donated)"})
+        default=(), metadata={"help": "indices of the batch arguments (default: inferred: the others "
+                                      "whose dim 0 is the batch size)"})
+    state_args: tuple[int, ...] = field(
+        default=(), metadata={"help": "indices of the arguments the step updates (default: the donated "
+                                      "ones, else results matched to arguments by position and type)"})
 
     def __post_init__(self) -> None:
-        bad = [i for i in self.batch_args if i < 0]
-        if bad:
-            raise ValueError(f"batch-args={','.join(map(str, self.batch_args))}: argument indices are >= 0")
-        if len(set(self.batch_args)) != len(self.batch_args):
-            raise ValueError(f"batch-args={','.join(map(str, self.batch_args))} names an argument twice")
+        for name in ("batch_args", "state_args"):
+            given = getattr(self, name)
+            text = f"{name.replace('_', '-')}={','.join(map(str, given))}"
+            if any(i < 0 for i in given):
+                raise ValueError(f"{text}: argument indices are >= 0")
+            if len(set(given)) != len(given):
+                raise ValueError(f"{text} names an argument twice")
+        both = sorted(set(self.batch_args) & set(self.state_args))
+        if both:
+            raise ValueError(f"argument {both[0]} is in both batch-args and state-args")
         _next_post_init(self, StepArgOptions)
+
+    def step_args(self, graph: FunctionGraph, ctx: PassContext, loc: ir.Location) -> StepArgs:
+        """The roles of the step's arguments: these options, else inferred."""
+        try:
+            return infer_step_args(graph, self.batch_args, self.state_args)
+        except StepArgsError as e:
+            ctx.fail(str(e), loc)
 
 
 def _next_post_init(obj: object, group: type) -> None:

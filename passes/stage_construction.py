@@ -18,7 +18,6 @@ from alpa_mlir.dialect_utils.attributes import (
     NUM_LAYERS_ATTR,
     PHASE_ATTR,
     Phase,
-    donated_args,
     layer_of,
     phase_of,
 )
@@ -148,13 +147,14 @@ class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
         num_layers = int(ir.IntegerAttr(main.attributes[NUM_LAYERS_ATTR]).value)
         strip_shardings(module)
         graph = FunctionGraph(remove_grad_markers(main))
-        state = _state_bytes(graph, main)
+        args = self.step_args(graph, ctx, main.location)
+        state = _state_bytes(graph, frozenset(args.state))
         split = microbatch_split(graph, main, ctx, self.NAME, self.num_microbatches,
-                                 self.batch_args, self.allow_per_microbatch_statistics)
+                                 args.batch, self.allow_per_microbatch_statistics)
         step = apply_split(module, main, graph, split, ctx)
         micro = FunctionGraph(step.function)
         params = {k: 1 for k, v in enumerate(split.inputs[:step.num_inputs])
-                  if v.is_argument and v.index in donated_args(main)}
+                  if v.is_argument and v.index in args.state}
         costs = LayerCostModel(micro, num_layers, spec, state, params, self.time_limit, remat=self.remat)
         memory = self.device_memory(spec)
         plan, dp_seconds = self._plan(ctx, main, cluster, costs, num_layers, memory)
@@ -297,13 +297,12 @@ class LayerRange:
 
 
 
-def _state_bytes(graph: FunctionGraph, main: ir.Operation) -> dict[int, float]:
-    """Per layer: bytes of the donated arguments that no microbatch op reads (optimizer
+def _state_bytes(graph: FunctionGraph, state_args: frozenset[int]) -> dict[int, float]:
+    """Per layer: bytes of the state arguments that no microbatch op reads (optimizer
     state), attributed to the layer of their first reader."""
-    donated = set(donated_args(main))
     found: Counter[int] = Counter()
     for arg in graph.args:
-        if arg.index not in donated:
+        if arg.index not in state_args:
             continue
         users = [u for u, _ in graph.users(arg)]
         phases = {phase_of(u) for u in users if PHASE_ATTR in u.op.attributes}

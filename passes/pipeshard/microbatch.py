@@ -40,6 +40,7 @@ from jax.extend.mlir.dialects import stablehlo
 
 from alpa_mlir.dialect_utils.flops import ELEMENTWISE
 from alpa_mlir.dialect_utils.graph import FunctionGraph, OpNode, ValueNode
+from alpa_mlir.dialect_utils.op_factors import elementwise_chlo
 from alpa_mlir.passes.sharding.batch_dims import batch_axes
 
 from .step_analysis import ancestors, op_inputs
@@ -235,7 +236,7 @@ def _check_sizes(
 def _check_core(node: OpNode, dims: Mapping[ir.Value, int]) -> None:
     """A per-example op must treat the examples independently."""
     name = node.name
-    if name not in _KNOWN:
+    if name not in _KNOWN and not elementwise_chlo(node.op):
         raise MicrobatchError(
             f"gradient accumulation has no rule for '{name}' on per-example values", node)
     out = node.results[0]

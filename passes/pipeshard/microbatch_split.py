@@ -6,9 +6,11 @@ rewrite (`accumulation.split_step`) with its failures reported through the pass'
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from jax.extend.mlir import ir
 
-from alpa_mlir.dialect_utils.attributes import GRAD_MARKED_ATTR, GRAD_MARKER, donated_args
+from alpa_mlir.dialect_utils.attributes import GRAD_MARKED_ATTR, GRAD_MARKER
 from alpa_mlir.dialect_utils.graph import FunctionGraph
 
 from ..pass_base import PassContext
@@ -17,16 +19,15 @@ from .microbatch import MicrobatchError, MicrobatchSplit, analyze_microbatches
 
 
 def microbatch_split(graph: FunctionGraph, main: ir.Operation, ctx: PassContext, pass_name: str,
-                     num_microbatches: int, batch_args: tuple[int, ...],
+                     num_microbatches: int, batch: Sequence[int],
                      allow_statistics: bool) -> MicrobatchSplit:
-    """The analysis, with the pass's checks and diagnostics."""
+    """The analysis of the step whose batch arguments are `batch`, with the pass's checks
+    and diagnostics."""
     if num_microbatches < 1:
         ctx.fail(f"{pass_name}: num-microbatches must be >= 1, got {num_microbatches}", main.location)
-    for i in batch_args:
-        if not 0 <= i < len(graph.args):
-            ctx.fail(f"batch-args names argument {i}, but @main has {len(graph.args)} arguments",
-                     main.location)
-    batch = batch_args or tuple(sorted(set(range(len(graph.args))) - set(donated_args(main))))
+    if not batch:
+        ctx.fail(f"{pass_name}: no batch argument: no argument outside the state has a batch dim "
+                 "(name them with batch-args=)", main.location)
     marked = _marked(main)
     try:
         split = analyze_microbatches(graph, batch, num_microbatches, allow_statistics=allow_statistics,

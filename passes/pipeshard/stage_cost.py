@@ -1,7 +1,7 @@
 """Stage costs for the stage DP, from the intra-operator pass's cost model.
 
 Reads the per-microbatch function (`accumulation.split_step`) with `alpa.layer` and
-`alpa.phase` on its ops, the cluster, and @main's donated arguments. Writes nothing.
+`alpa.phase` on its ops, the cluster, and @main's state arguments. Writes nothing.
 
 t(i..j, submesh, (dp, mp)) = sum over layers l in i..j of the optimum of the auto-sharding
 ILP of layer l's forward and backward ops alone, on the logical mesh (dp, mp) of the

@@ -1,9 +1,10 @@
 """Which top-level ops of a training step are forward, backward or apply (pure analysis).
 
-A training step `(params, opt_state, batch) -> (params', opt_state', loss)` in the form
-`jax.jit(..., donate_argnums=...)` exports: parameters and optimizer state are the
-*donated* arguments (`tf.aliasing_output`), the batch is the rest, and the loss is a
-scalar float result (by default the last one).
+A training step `(params, opt_state, batch) -> (params', opt_state', loss)` as `jax.jit`
+exports it, with or without donation: parameters and optimizer state are the *state*
+arguments and the batch its batch arguments (`sharding.step_args`: donation, else results
+matched to arguments; the arguments with the batch dim), and the loss is a scalar float
+result (by default the last one).
 
 Rules, in order, for every top-level op of the function (operands and the values its
 regions capture both count as its inputs):
@@ -43,6 +44,7 @@ from jax.extend.mlir import ir
 from alpa_mlir.dialect_utils.attributes import Phase
 from alpa_mlir.dialect_utils.graph import FunctionGraph, OpNode, ValueNode
 from alpa_mlir.passes.sharding.batch_dims import batch_dims
+from alpa_mlir.passes.sharding.step_args import StepArgs
 
 
 class StepAnalysisError(ValueError):
@@ -56,8 +58,8 @@ class StepAnalysis:
     phases: tuple[Phase, ...]  # per op of FunctionGraph.ops, in order
     loss_result: int  # index of the loss among the function's results
     batch_args: frozenset[int]  # arguments whose dim 0 is the batch
-    parameter_args: frozenset[int]  # donated arguments (params and optimizer state)
-    aliases: Mapping[int, int]  # donated argument -> the result it is updated into
+    parameter_args: frozenset[int]  # state arguments (params and optimizer state)
+    aliases: Mapping[int, int]  # state argument -> the result it is updated into
 
     def ops_in(self, phase: Phase) -> tuple[int, ...]:
         """Indices of the ops of one phase, in program order."""
@@ -92,15 +94,10 @@ def ancestors(inputs: Sequence[Sequence[ValueNode]], seeds: Iterable[int]) -> se
     return found
 
 
-def analyze_step(
-    graph: FunctionGraph,
-    aliases: Mapping[int, int],
-    *,
-    loss_result: int | None = None,
-    batch_args: frozenset[int] | None = None,
-) -> StepAnalysis:
-    """Classify every top-level op (module docstring). `aliases`: donated argument ->
-    result (`donated_args`). Raises StepAnalysisError when there is no loss to go by."""
+def analyze_step(graph: FunctionGraph, args: StepArgs, *, loss_result: int | None = None) -> StepAnalysis:
+    """Classify every top-level op (module docstring); `args` says which arguments are
+    state and which the batch (`sharding.step_args`). Raises StepAnalysisError when there
+    is no loss to go by."""
     loss = default_loss_result(graph) if loss_result is None else loss_result
     if loss is None:
         raise StepAnalysisError(
@@ -111,8 +108,8 @@ def analyze_step(
         raise StepAnalysisError(
             f"loss result {loss} is out of range: the function has {len(graph.returned)} results"
         )
-    params = frozenset(aliases)
-    batch = frozenset(range(len(graph.args))) - params if batch_args is None else batch_args
+    params = frozenset(args.state)
+    batch = frozenset(args.batch)
     inputs = [op_inputs(graph, node) for node in graph.ops]
     loss_value = graph.returned[loss]
     forward = set() if loss_value.producer is None else ancestors(inputs, [loss_value.producer])
@@ -121,7 +118,7 @@ def analyze_step(
         Phase.FORWARD if i in forward else Phase.BACKWARD if i in per_example else Phase.APPLY
         for i in range(len(graph.ops))
     )
-    return StepAnalysis(phases, loss, batch, params, MappingProxyType(dict(aliases)))
+    return StepAnalysis(phases, loss, batch, params, MappingProxyType(args.updates))
 
 
 def _per_example_ops(

@@ -29,7 +29,7 @@
 // RUN: not alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=2x4 batch-axis=z})' 2>&1 | filecheck %s --check-prefix=BATCH-AXIS
 // BATCH-AXIS: <pass-pipeline>:1:16: error: invalid options for alpa-auto-sharding: batch-axis=z is not a mesh axis (x,y)
 // RUN: not alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=8 batch-args=99 force-data-parallel=true})' 2>&1 | filecheck %s --check-prefix=BATCH-ARGS
-// BATCH-ARGS: {{.*}}auto_sharding_failures.mlir:0:0: error: batch-args names argument 99, but @main has {{[0-9]+}} arguments
+// BATCH-ARGS: {{.*}}auto_sharding_failures.mlir:{{[0-9]+}}:3: error: batch-args names argument 99, but @main has {{[0-9]+}} arguments
 // RUN: not alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=8 zero-stage=2})' 2>&1 | filecheck %s --check-prefix=ZERO
 // ZERO: <pass-pipeline>:1:16: error: invalid options for alpa-auto-sharding: zero-stage=1 and 2 are prefer-reduce-scatter's territory: use prefer-reduce-scatter=true
 

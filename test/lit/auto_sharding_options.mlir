@@ -60,7 +60,9 @@
 // ABSTRACT-EXEC: collectives: all-reduce=3 all-gather=0 reduce-scatter=0 all-to-all=0 collective-permute=0
 // ABSTRACT-EXEC: reference check: PASS (3 outputs match)
 
-// The report (mesh=8): plan, solver, ILP sizes, predicted collectives, arguments.
+// The report (mesh=8): plan, solver, ILP sizes, predicted collectives, arguments, and the
+// roles inferred for the arguments (no donation here: w1 and w2 come back updated at their
+// positions, x does not: the output y has its type but comes from a dot).
 // RUN: alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=8 report=%t.json})' -o %t.mlir
 // RUN: filecheck %s --input-file=%t.json --check-prefix=REPORT
 // REPORT:      {
@@ -112,6 +114,18 @@
 // REPORT-NEXT:     "name": "{{scip|highs|cbc}}",
 // REPORT-NEXT:     "seconds": {{[0-9.e-]+}},
 // REPORT-NEXT:     "status": "optimal"
+// REPORT-NEXT:   },
+// REPORT-NEXT:   "step_args": {
+// REPORT-NEXT:     "batch": [
+// REPORT-NEXT:       0
+// REPORT-NEXT:     ],
+// REPORT-NEXT:     "batch_size": 8,
+// REPORT-NEXT:     "other": [],
+// REPORT-NEXT:     "state": [
+// REPORT-NEXT:       1,
+// REPORT-NEXT:       2
+// REPORT-NEXT:     ],
+// REPORT-NEXT:     "state_from": "results matched by position and type"
 // REPORT-NEXT:   }
 // REPORT-NEXT: }
 

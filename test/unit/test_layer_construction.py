@@ -18,6 +18,7 @@ from alpa_mlir.passes.layer_construction import LayerConstructionPass
 from alpa_mlir.passes.pass_base import PassFailure
 from alpa_mlir.passes.pipeshard.layer_clustering import LayerCount
 from alpa_mlir.passes.pipeshard.step_analysis import analyze_step
+from alpa_mlir.passes.sharding.step_args import infer_step_args
 from alpa_mlir.runtime.spmd import compile_program
 
 MODELS = ("mlp", "gpt")
@@ -82,7 +83,7 @@ def test_phases_of_the_mlp() -> None:
     module = parse_module(exported("mlp"), make_context())
     LayerConstructionPass(layers=LayerCount(2)).apply(module)  # inlines the relu calls
     graph = FunctionGraph(main_function(module))
-    step = analyze_step(graph, donated_args(graph.func_op))
+    step = analyze_step(graph, infer_step_args(graph))
     assert step.loss_result == len(graph.returned) - 1
     names = argument_names("mlp")
     assert step.batch_args == {names.index("batch.x"), names.index("batch.y")}
