@@ -34,7 +34,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 from jax.extend.mlir import ir
 from jax.extend.mlir.dialects import stablehlo
 
@@ -359,10 +358,13 @@ def _is_zero(graph: FunctionGraph, v: ValueNode) -> bool:
     attr = ir.DenseElementsAttr(node.op.attributes["value"])
     if not attr.is_splat:
         return False
-    try:
-        return bool(np.all(np.asarray(attr) == 0))
-    except (TypeError, ValueError):
-        return "dense<0" in str(attr) or "dense<false>" in str(attr)
+    splat = attr.get_splat_value()
+    for kind in (ir.FloatAttr, ir.IntegerAttr, ir.BoolAttr):  # any width: bf16 too
+        try:
+            return not kind(splat).value  # 0.0, -0.0, 0, false
+        except ValueError:  # not this kind of attribute
+            continue
+    return False
 
 
 # ----------------------------------------------------------------------------- graph helpers

@@ -6,9 +6,10 @@ inferred (`passes/sharding/step_args.py`): no case names them.
 
 Cases that gradient accumulation refuses are listed in `REFUSED` with their diagnostic:
 batch norm by design (each microbatch would normalize with its own statistics), the
-others not supported yet (scan loops and RNG over the batch, a reshape that folds the
-batch, a bf16 scatter-add); the test checks that each still fails with that diagnostic,
-so that a fix shows up here.
+others not supported yet (scan loops and RNG bits over the batch; MoE routing, whose
+capacity positions are a cumulative sum over the tokens of the whole batch, which a
+reshape after a transpose folds behind the expert-choice dim); the test checks that
+each still fails with that diagnostic, so that a fix shows up here.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ REFUSED = {
     "flax_dropout": "no rule for 'stablehlo.while'",  # threefry's rounds on per-example bits
     "flax_gpt_scan": "no rule for 'stablehlo.while'",
     "flax_moe": "'stablehlo.reshape' picks examples out of the batch",
-    "flax_bf16": "'stablehlo.scatter' over the batch is not a scatter-add into zeros",
     "flax_cnn_bn": r"a cross-example statistic such as batch norm\): .* pass allow-per-microbatch-statistics=true",
 }
 
