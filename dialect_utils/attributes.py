@@ -66,12 +66,6 @@ def phase_of(op: ir.Operation | ir.OpView | OpNode) -> Phase:
     return Phase(str(ir.StringAttr(attrs[PHASE_ATTR]).value)) if PHASE_ATTR in attrs else Phase.BACKWARD
 
 
-def int_attr(op: ir.Operation | ir.OpView, name: str) -> int | None:
-    """The integer attribute `name` of an op (an `alpa.*` count), if present."""
-    attrs = _op(op).attributes
-    return int(ir.IntegerAttr(attrs[name]).value) if name in attrs else None
-
-
 def donation(arg_attrs: dict[str, ir.Attribute]) -> tuple[bool, int | None]:
     """Whether one argument (given its attribute dictionary) is donated, and the result
     its buffer becomes (`tf.aliasing_output`; None for a `jax.buffer_donor`)."""

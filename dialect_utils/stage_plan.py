@@ -42,10 +42,6 @@ class PlanCluster:
     devices_per_host: int
     memory_limit_bytes: float
 
-    @property
-    def num_devices(self) -> int:
-        return self.hosts * self.devices_per_host
-
 
 @dataclass(frozen=True)
 class PlanStage:

@@ -26,7 +26,7 @@ from alpa_mlir.dialect_utils.graph import FunctionGraph
 from .pass_base import PassContext
 from .sharding.cluster import ClusterSpec, load_cluster
 from .sharding.mesh import MeshShape
-from .sharding.step_args import StepArgs, StepArgsError, infer_step_args
+from .sharding.step_args import StepArgs, StepArgsError, check_roles, infer_step_args
 
 DEFAULT_CLUSTER = "p3.16xlarge"
 """The Alpa paper's cluster (8 x V100 16 GB per host)."""
@@ -78,16 +78,7 @@ class StepArgOptions:
                                       "ones, else results matched to arguments by position and type)"})
 
     def __post_init__(self) -> None:
-        for name in ("batch_args", "state_args"):
-            given = getattr(self, name)
-            text = f"{name.replace('_', '-')}={','.join(map(str, given))}"
-            if any(i < 0 for i in given):
-                raise ValueError(f"{text}: argument indices are >= 0")
-            if len(set(given)) != len(given):
-                raise ValueError(f"{text} names an argument twice")
-        both = sorted(set(self.batch_args) & set(self.state_args))
-        if both:
-            raise ValueError(f"argument {both[0]} is in both batch-args and state-args")
+        check_roles(self.batch_args, self.state_args)  # StepArgsError is a ValueError
         _next_post_init(self, StepArgOptions)
 
     def step_args(self, graph: FunctionGraph, ctx: PassContext, loc: ir.Location) -> StepArgs:

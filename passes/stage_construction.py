@@ -132,6 +132,8 @@ class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
                              f"(got stages={self.stages.value})")
         if self.num_stages is not None and self.stages is not StageMode.UNIFORM:
             raise ValueError(f"num-stages needs stages=uniform (got stages={self.stages.value})")
+        if self.stages is StageMode.UNIFORM and self.num_stages is None:
+            raise ValueError("stages=uniform needs num-stages=N (N >= 1)")
         if self.num_stages is not None and self.num_stages < 1:
             raise ValueError(f"num-stages={self.num_stages}: expected at least 1")
         super().__post_init__()
@@ -223,8 +225,7 @@ class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
                       ) -> tuple[list[tuple[int, int]], list[SubmeshShape], list[tuple[int, int]]]:
         if self.stages is StageMode.UNIFORM:
             s = self.num_stages
-            if s is None or s < 1:
-                ctx.fail("stages=uniform needs num-stages=N (N >= 1)", main.location)
+            assert s is not None  # __post_init__ refuses stages=uniform without num-stages
             if s > num_layers:
                 ctx.fail(f"num-stages={s} is more than the {num_layers} layers: each stage needs "
                          "at least one layer", main.location)

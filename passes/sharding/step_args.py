@@ -76,18 +76,29 @@ class StepArgs:
                 "batch_size": self.batch_size, "other": list(self.other)}
 
 
-def infer_step_args(graph: FunctionGraph, batch_args: Sequence[int] = (),
-                    state_args: Sequence[int] = ()) -> StepArgs:
-    """The roles of `graph`'s arguments (module docstring). Raises StepArgsError when an
-    option names an argument out of range or one argument twice over both options."""
-    n = len(graph.args)
+def check_roles(batch_args: Sequence[int], state_args: Sequence[int], num_args: int | None = None) -> None:
+    """Raise StepArgsError when the options name an argument below 0 (or, given
+    `num_args`, past the last), one argument twice, or one argument in both."""
     for name, given in (("batch-args", batch_args), ("state-args", state_args)):
+        text = f"{name}={','.join(map(str, given))}"
+        if any(i < 0 for i in given):
+            raise StepArgsError(f"{text}: argument indices are >= 0")
+        if len(set(given)) != len(given):
+            raise StepArgsError(f"{text} names an argument twice")
         for i in given:
-            if not 0 <= i < n:
-                raise StepArgsError(f"{name} names argument {i}, but @main has {n} arguments")
+            if num_args is not None and i >= num_args:
+                raise StepArgsError(f"{name} names argument {i}, but @main has {num_args} arguments")
     both = sorted(set(batch_args) & set(state_args))
     if both:
         raise StepArgsError(f"argument {both[0]} is in both batch-args and state-args")
+
+
+def infer_step_args(graph: FunctionGraph, batch_args: Sequence[int] = (),
+                    state_args: Sequence[int] = ()) -> StepArgs:
+    """The roles of `graph`'s arguments (module docstring). Raises StepArgsError on
+    options `check_roles` refuses."""
+    n = len(graph.args)
+    check_roles(batch_args, state_args, n)
     state, source = _state(graph, state_args)
     if source is StateSource.POSITIONS and not batch_args and not any(
             i not in state and _may_be_batch(graph, i) for i in range(n)):

@@ -25,6 +25,9 @@
 // CHECK-NEXT: reference check: PASS (3 outputs match)
 
 // RUN: alpa-run %s --reference --steps 2 --schedule gpipe | filecheck %s --check-prefix=PIPE
+// --schedule is the pipeline executor's: with the sequential executor it is a usage error.
+// RUN: not alpa-run %s --executor sequential --schedule gpipe 2>&1 | filecheck %s --check-prefix=SEQ-SCHEDULE
+// SEQ-SCHEDULE: alpa-run: error: --schedule applies to MPMD modules run by the pipeline executor
 // PIPE:      module: {{.*}}alpa_run_mpmd.mlir (mpmd)
 // PIPE-NEXT: topology: stage0 x=2 on devices [0,1]
 // PIPE-NEXT: topology: stage1 x=2 on devices [2,3]

@@ -178,3 +178,17 @@ def test_grad_marker_on_a_per_example_value_is_refused() -> None:
     )
     with pytest.raises(PassFailure, match=r"marked as a gradient .* still carries the batch"):
         accumulate(marked, "num-microbatches=2")
+
+
+def test_a_step_without_a_batch_argument_is_named() -> None:
+    """Only scalars: no argument has a batch dim, and the message says how to name one."""
+    text = """module {
+  func.func @main(%a: tensor<f32>, %b: tensor<f32>) -> tensor<f32> {
+    %0 = stablehlo.multiply %a, %b : tensor<f32>
+    return %0 : tensor<f32>
+  }
+}"""
+    module = parse_module(text, make_context())
+    with pytest.raises(PassFailure, match=r"no batch argument: no argument outside the state has a batch dim "
+                                          r"\(name them with batch-args=\)"):
+        GradientAccumulationPass(num_microbatches=2).apply(module)

@@ -13,6 +13,7 @@ from dataclasses import replace
 import jax
 import numpy as np
 import pytest
+from jax.extend.mlir.ir import StringAttr
 
 from alpa_mlir.dialect_utils import mpmd
 from alpa_mlir.dialect_utils.context import make_context, parse_module, print_module
@@ -310,3 +311,13 @@ def test_a_plan_whose_submeshes_cannot_be_placed_is_an_error() -> None:
     for bad, message in cases:
         with pytest.raises(ExecutionError, match=message):
             place_stages(replace(program, plan=bad), devices)
+
+
+def test_a_stage_plan_that_is_not_one_is_an_error() -> None:
+    """A malformed `alpa.stage_plan` stops the runtime with the field named."""
+    ctx = make_context()
+    module = parse_module(pipelined("mlp", 2, *MANUAL_2), ctx)
+    with ctx:
+        module.operation.attributes["alpa.stage_plan"] = StringAttr.get('{"stages": []}')
+    with pytest.raises(ExecutionError, match=r"cannot read the module's stage plan: cluster: expected an object, got None"):
+        read_program(module)

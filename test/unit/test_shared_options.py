@@ -57,6 +57,8 @@ def test_batch_args_is_one_declaration() -> None:
     ("alpa-pipeshard{stages=manual layer-ranges=0-1 stage-submeshes=8 stage-logical-shapes=1x8}",
      r"stage-submeshes: expected AxB per stage, got 8"),
     ("alpa-pipeshard{num-stages=2}", r"num-stages needs stages=uniform \(got stages=auto\)"),
+    ("alpa-pipeshard{stages=uniform}", r"stages=uniform needs num-stages=N \(N >= 1\)"),
+    ("alpa-pipeshard{stages=uniform num-stages=0}", r"num-stages=0: expected at least 1"),
     ("alpa-stage-construction{schedule=forward-only}", r"schedule=forward-only runs no backward"),
 ])
 def test_bad_values_fail_when_the_pipeline_is_parsed(pipeline: str, message: str) -> None:
