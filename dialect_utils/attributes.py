@@ -66,6 +66,13 @@ def phase_of(op: ir.Operation | ir.OpView | OpNode) -> Phase:
     return Phase(str(ir.StringAttr(attrs[PHASE_ATTR]).value)) if PHASE_ATTR in attrs else Phase.BACKWARD
 
 
+def alpa_attributes(op: ir.Operation | ir.OpView) -> dict[str, ir.Attribute]:
+    """The op's `alpa.*` attributes (layer, phase, ...): what a clone or a replacement of
+    the op carries over."""
+    attrs = op.operation.attributes
+    return {name: attrs[name] for name in map(str, attrs) if name.startswith("alpa.")}
+
+
 def donation(arg_attrs: dict[str, ir.Attribute]) -> tuple[bool, int | None]:
     """Whether one argument (given its attribute dictionary) is donated, and the result
     its buffer becomes (`tf.aliasing_output`; None for a `jax.buffer_donor`)."""

@@ -10,12 +10,14 @@ constant in the condition, stepped by a constant in the body:
       stablehlo.return %lt
     } do { ...; %next = stablehlo.add %i, %c1; stablehlo.return %next, ... }
 
-`static_trip_count` finds that pattern; any other loop has no static trip count.
+`loop_counter` finds that pattern (`static_trip_count`: its trip count); any other loop
+has no static trip count.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from jax.extend.mlir import ir
 
@@ -42,9 +44,27 @@ def _block_ops(region: ir.Region) -> list[ir.Operation]:
     return [op.operation for op in region.blocks[0].operations]
 
 
+@dataclass(frozen=True)
+class LoopCounter:
+    """The counter of a loop with a static trip count: carried value `index`, from
+    `start` by `step`, for `trips` iterations."""
+
+    index: int
+    start: int
+    step: int
+    trips: int
+
+
 def static_trip_count(loop: ir.Operation) -> int | None:
     """How many times a `stablehlo.while` runs its body, when the counter pattern of the
     module docstring makes it static; None otherwise."""
+    counter = loop_counter(loop)
+    return None if counter is None else counter.trips
+
+
+def loop_counter(loop: ir.Operation) -> LoopCounter | None:
+    """The counter of a `stablehlo.while` that follows the pattern of the module
+    docstring; None for any other loop."""
     if loop.name != WHILE:
         return None
     cond, body = loop.regions[0], loop.regions[1]
@@ -67,7 +87,8 @@ def static_trip_count(loop: ir.Operation) -> int | None:
     step = _step(body, k)
     if start is None or step is None or limit is None or step == 0:
         return None
-    return _count(start, limit, step, direction)
+    trips = _count(start, limit, step, direction)
+    return None if trips is None else LoopCounter(k, start, step, trips)
 
 
 def _step(body: ir.Region, k: int) -> int | None:

@@ -11,6 +11,7 @@ from alpa_mlir.dialect_utils.graph import FunctionGraph
 
 from .inlined_main import inlined_main
 from .pass_base import Pass, PassContext
+from .pipeshard.loops import unroll_batch_loops
 from .pipeshard.microbatch_split import apply_split, microbatch_split, remove_grad_markers
 from .shared_options import StepArgOptions
 
@@ -22,7 +23,8 @@ class GradientAccumulationPass(StepArgOptions, Pass):
 
     Reads: @main, a training step whose batch arguments carry the batch in dim 0 (default:
     inferred, with or without donation: the arguments outside the state whose dim 0 is
-    the batch size; sharding.step_args). func.call helpers are inlined first.
+    the batch size; sharding.step_args). func.call helpers are inlined first and loops
+    over the batch with a static trip count (scan, fori_loop) unrolled (pipeshard.loops).
     Writes: a private @microbatch function (the forward and backward work of one
     microbatch, every batch dim divided by M, adding its sums over the batch into
     accumulators it receives and returns), and @main (same signature) slicing each batch
@@ -37,6 +39,10 @@ class GradientAccumulationPass(StepArgOptions, Pass):
     mix examples otherwise (batch statistics, sorting or slicing over the batch) are
     reported at their location; batch statistics are accepted with
     allow-per-microbatch-statistics=true (each microbatch then normalizes with its own).
+    Batch-shaped values that do not read the batch but differ from example to example
+    (dropout masks drawn from a key argument, an iota over the batch) are computed once
+    in @main for the whole batch and sliced like a batch argument, so each microbatch
+    gets the very mask the full-batch step draws for its examples.
     A `stablehlo.custom_call @alpa.grad_marker(%g...)` (an identity) declares its
     operands to be the gradient sums: they, and what they are computed from, run per
     microbatch and are accumulated, whatever reads the marker runs once; the markers are
@@ -53,9 +59,10 @@ class GradientAccumulationPass(StepArgOptions, Pass):
     )
 
     def run(self, module: ir.Module, ctx: PassContext) -> None:
-        main = inlined_main(module, ctx, self.NAME)
-        graph = FunctionGraph(remove_grad_markers(main))
-        split = microbatch_split(graph, main, ctx, self.NAME, self.num_microbatches,
-                                 self.step_args(graph, ctx, main.location).batch,
+        main = remove_grad_markers(inlined_main(module, ctx, self.NAME))
+        batch = self.step_args(FunctionGraph(main), ctx, main.location).batch
+        unroll_batch_loops(main, batch)
+        graph = FunctionGraph(main)
+        split = microbatch_split(graph, main, ctx, self.NAME, self.num_microbatches, batch,
                                  self.allow_per_microbatch_statistics)
         apply_split(module, main, graph, split, ctx)

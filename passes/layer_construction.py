@@ -34,6 +34,7 @@ from .pipeshard.layer_clustering import (
     cluster_layers,
     parameter_layers,
 )
+from .pipeshard.loops import unroll_batch_loops
 from .pipeshard.step_analysis import (
     StepAnalysis,
     StepAnalysisError,
@@ -68,10 +69,12 @@ class LayerConstructionPass(StepArgOptions, Pass):
     Reads: @main, a training step (params, opt_state, batch) -> (params', opt_state',
     loss), donated or not (state and batch arguments inferred: sharding.step_args), whose
     loss is a scalar float result (the last one unless loss-result says otherwise).
-    func.call helpers are inlined first.
+    func.call helpers are inlined first, and loops over the batch with a static trip
+    count (a scan over layers) are unrolled into one copy of the body per iteration
+    (pipeshard.loops), so that their iterations can become layers.
     Writes: `alpa.phase = "forward"|"backward"|"apply"` and `alpa.layer = K : i64` on
-    every top-level op of @main, `alpa.num_layers = N : i64` on @main. Nothing else
-    changes (the attributes carry no semantics).
+    every top-level op of @main, `alpa.num_layers = N : i64` on @main. Apart from the
+    unrolled loops nothing else changes (the attributes carry no semantics).
     Algorithm: phases by `pipeshard.step_analysis` (forward = ancestors of the loss;
     backward = the rest of the per-example work, traced by propagating the batch dim;
     apply = what sees the batch only through reduced gradients). The forward ops, in
@@ -102,9 +105,11 @@ class LayerConstructionPass(StepArgOptions, Pass):
 
     def run(self, module: ir.Module, ctx: PassContext) -> None:
         func = inlined_main(module, ctx, self.NAME)
+        args = self.step_args(FunctionGraph(func), ctx, func.location)
+        unroll_batch_loops(func, args.batch)
         graph = FunctionGraph(func)
         try:
-            step = analyze_step(graph, self.step_args(graph, ctx, func.location), loss_result=self.loss_result)
+            step = analyze_step(graph, args, loss_result=self.loss_result)
         except StepAnalysisError as e:
             ctx.fail(f"{self.NAME}: {e}", func.location)
         layer_of, count = self._layers(ctx, graph, step)

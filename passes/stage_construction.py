@@ -155,7 +155,7 @@ class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
                                  args.batch, self.allow_per_microbatch_statistics)
         step = apply_split(module, main, graph, split, ctx)
         micro = FunctionGraph(step.function)
-        params = {k: 1 for k, v in enumerate(split.inputs[:step.num_inputs])
+        params = {k: 1 for k, v in enumerate(step.outside[:step.num_inputs])
                   if v.is_argument and v.index in args.state}
         costs = LayerCostModel(micro, num_layers, spec, state, params, self.time_limit, remat=self.remat)
         memory = self.device_memory(spec)

@@ -7,7 +7,8 @@ place:
         -> (accumulators + this microbatch's sums...)
     func.func @main(<unchanged signature>) attributes {alpa.num_microbatches = M} {
       <the apply part's own ops that do not need the sums (casts, ...)>
-      zeros; slices of each batch argument along its batch dim (M equal parts)
+      zeros; slices of each batch argument along its batch dim (M equal parts), and of
+      each hoisted batch-shaped value (dropout bits: computed once, above)
       %r0 = call @microbatch(..., slice 0, zeros)    {alpa.microbatch = 0}
       %r1 = call @microbatch(..., slice 1, %r0...)   {alpa.microbatch = 1}
       ...
@@ -52,10 +53,13 @@ class SplitStep:
     """The private per-microbatch function."""
     calls: tuple[ir.Operation, ...]
     """Its calls in @main, in microbatch order."""
+    outside: tuple[ValueNode, ...]
+    """The values of @main its leading `num_inputs + num_slices` arguments stand for."""
     num_inputs: int
     """Leading arguments of the function: values computed outside it."""
     num_slices: int
-    """Then one argument per batch argument: its microbatch slice."""
+    """Then one argument per batch argument, and per hoisted batch-shaped value
+    (`MicrobatchSplit.hoisted`): its microbatch slice."""
     num_accumulators: int
     """Then the accumulators; the function returns them updated."""
 
@@ -66,8 +70,9 @@ def split_step(module: ir.Module, main: ir.Operation, graph: FunctionGraph,
     docstring). Raises MicrobatchError for a statistic that is not a float."""
     name = _unique_name(module, name)
     m = split.num_microbatches
-    inputs = [v for v in split.inputs if not (v.is_argument and v.index in split.batch_args)]
+    inputs = [v for v in split.inputs if not split.sliced(v)]
     slices = [graph.args[a] for a in sorted(split.batch_args)]
+    slices += [v for v in split.inputs if not v.is_argument and split.sliced(v)]
     in_types = [v.value.type for v in inputs] + [_shrunk_type(split, v) for v in slices]
     acc_types = [v.value.type for v in split.boundary]
     loc = main.location
@@ -78,7 +83,8 @@ def split_step(module: ir.Module, main: ir.Operation, graph: FunctionGraph,
         _fill(entry, graph, split, [*inputs, *slices])
     calls = _rewrite_main(main, graph, split, fn, inputs, slices, acc_types)
     main.attributes[NUM_MICROBATCHES_ATTR] = ir.IntegerAttr.get(ir.IntegerType.get_signless(64), m)
-    return SplitStep(fn.operation, tuple(calls), len(inputs), len(slices), len(acc_types))
+    return SplitStep(fn.operation, tuple(calls), (*inputs, *slices), len(inputs), len(slices),
+                     len(acc_types))
 
 
 def _unique_name(module: ir.Module, base: str) -> str:
@@ -192,7 +198,7 @@ def _rewrite_main(main: ir.Operation, graph: FunctionGraph, split: MicrobatchSpl
     m = split.num_microbatches
     with main.location:
         accs = [_zeros(t, ip) for t in acc_types]
-        parts = [_microbatch_slices(v, split.batch_args[v.index], m, ip) for v in slices]
+        parts = [_microbatch_slices(v, split.dims[v.value], m, ip, graph) for v in slices]
         calls: list[ir.Operation] = []
         callee = ir.FlatSymbolRefAttr.get(str(ir.StringAttr(fn.attributes["sym_name"]).value))
         for k in range(m):
@@ -220,7 +226,8 @@ def _zeros(t: ir.Type, ip: ir.InsertionPoint) -> ir.Value:
     return op.result
 
 
-def _microbatch_slices(v: ValueNode, d: int, m: int, ip: ir.InsertionPoint) -> list[ir.Value]:
+def _microbatch_slices(v: ValueNode, d: int, m: int, ip: ir.InsertionPoint,
+                       graph: FunctionGraph) -> list[ir.Value]:
     if m == 1:
         return [v.value]
     shape = list(v.info.shape)
@@ -232,5 +239,6 @@ def _microbatch_slices(v: ValueNode, d: int, m: int, ip: ir.InsertionPoint) -> l
         start[d], limit[d] = k * size, (k + 1) * size
         op = stablehlo.SliceOp(v.value, start, limit, [1] * len(shape), ip=ip)
         op.operation.attributes[KIND_ATTR] = ir.StringAttr.get("microbatches")
+        _copy_layer(None if v.producer is None else graph.ops[v.producer].op, op.operation)
         out.append(op.result)
     return out

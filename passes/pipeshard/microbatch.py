@@ -11,7 +11,12 @@ Algorithm
    dim 0 of the batch arguments (union-find over (value, dim)), so cotangent seeds and
    masks built from constants join the batch too, not only what flows forward from it.
    A value with two dims in the component is rejected.
-2. Parts. CORE = ops with a batch-carrying result (per-example work) and ops where the
+2. Parts. HOISTED = batch-shaped ops that do not read the batch arguments but differ
+   from example to example (an iota over the batch, what is computed from it: the
+   counters and bits of a dropout mask; ops the per-example checks refuse, such as
+   threefry's loop): they run once in the apply part on the whole batch, and the
+   microbatch part reads slices of their results, as it reads the batch arguments'.
+   CORE = the other ops with a batch-carrying result (per-example work) and ops where the
    batch ends (a batch-carrying input, no batch-carrying result: the *sums*). FEED = the
    other ancestors of CORE (parameter casts, constants). Ops reading only batch-free
    values after the batch ended are the APPLY part (run once).
@@ -88,6 +93,16 @@ class MicrobatchSplit:
     """Sums over the batch that the apply part (or the function's results) reads."""
     statistics: tuple[int, ...]
     """Sums whose results also feed per-example work (accepted with allow_statistics)."""
+    hoisted: tuple[int, ...] = ()
+    """Batch-shaped ops that do not read the batch (dropout bits from a key, example
+    indices): run once in the apply part on the whole batch; the microbatch part reads
+    slices of their results, like a batch argument's."""
+
+    def sliced(self, v: ValueNode) -> bool:
+        """`v` is defined outside the microbatch part and passed in as M slices."""
+        if v.is_argument:
+            return v.index in self.batch_args
+        return v.value in self.dims and v.producer in self.hoisted
 
     def shrunk_shape(self, v: ValueNode) -> tuple[int, ...]:
         """`v`'s shape inside the microbatch part."""
@@ -121,18 +136,21 @@ def analyze_microbatches(
     carrying = {
         node.index for node in graph.ops if any(r.value in dims for r in node.results)
     }
+    users = _users(graph, inputs)
+    hoisted, support = _hoisted(graph, args, inputs, users, carrying, dims)
+    carrying -= hoisted
     ends = {
         node.index for node in graph.ops
-        if node.index not in carrying and any(v.value in dims for v in inputs[node.index])
+        if node.index not in carrying and node.index not in hoisted
+        and any(v.value in dims and v.producer not in hoisted for v in inputs[node.index])
     }
     core = carrying | ends
-    users = _users(graph, inputs)
     live_ends = {i for i in ends if users[i] or _returned(graph, i)}
     for i in sorted(live_ends):
         _check_sum(graph, graph.ops[i], dims)
     for i in sorted(carrying):
         _check_core(graph.ops[i], dims)
-    feed = ancestors(inputs, core) - core
+    feed = ancestors(inputs, core) - core - hoisted
     after_end = _descendants(users, ends)
     statistics = sorted(i for i in ends if _descendants(users, [i]) & core)
     if statistics and not allow_statistics and num_microbatches > 1:
@@ -143,11 +161,12 @@ def analyze_microbatches(
             "their own statistics; pass allow-per-microbatch-statistics=true to accept that",
             op,
         )
-    main = set(range(len(graph.ops))) - core - feed
+    main = (set(range(len(graph.ops))) - core - feed) | support
     for i in sorted(feed, reverse=True):
         if any(u in main for u in users[i]) or _returned(graph, i):
             main.add(i)
     micro = (core | feed) - {i for i in main if i not in after_end}
+    micro |= _read_by(users, support, micro)
     forced = {graph.node(v) for v in marked}
     for v in forced:
         if v.value in dims:
@@ -188,6 +207,7 @@ def analyze_microbatches(
         inputs=tuple(used),
         boundary=tuple(boundary),
         statistics=tuple(statistics),
+        hoisted=tuple(sorted(hoisted)),
     )
 
 
@@ -229,12 +249,84 @@ def _check_sizes(
                     node)
 
 
+# ----------------------------------------------------------------------------- hoisting
+
+
+def _hoisted(graph: FunctionGraph, batch_args: Sequence[int], inputs: Sequence[Sequence[ValueNode]],
+             users: Sequence[set[int]], carrying: set[int], dims: Mapping[ir.Value, int]
+             ) -> tuple[set[int], set[int]]:
+    """Batch-shaped ops that do not read the batch but differ from example to example:
+    computed per microbatch they would repeat the first microbatch's values (an iota over
+    the batch, the counters of a dropout mask's random bits) or could not be split at all
+    (threefry's loop, a non-splat constant). They run once, on the whole batch. Returns
+    them, and the *support*: the batch-shaped ops they read that are the same for every
+    example (a splat, a broadcast key), computed in the apply part for them and, where
+    the microbatch part reads them too, there as well."""
+    readers = {u.index for a in batch_args for u, _ in graph.users(graph.args[a])}
+    readers |= {u.index for a in batch_args for u in graph.nested_users(graph.args[a])}
+    free = {i for i in carrying if i not in readers | _descendants(users, readers)}
+    sources = {i for i in free if _example_specific(graph.ops[i], inputs[i], dims)}
+    hoisted = (_descendants(users, sources) & free) | sources
+    support: set[int] = set()
+    stack = list(hoisted)
+    while stack:
+        for v in inputs[stack.pop()]:
+            p = v.producer
+            if p is not None and p in free and p not in hoisted and p not in support:
+                support.add(p)
+                stack.append(p)
+    return hoisted, support
+
+
+def _read_by(users: Sequence[set[int]], candidates: set[int], readers: set[int]) -> set[int]:
+    """The candidates whose results `readers` (or candidates so found) read."""
+    found: set[int] = set()
+    changed = True
+    while changed:
+        changed = False
+        for i in candidates - found:
+            if users[i] & (readers | found):
+                found.add(i)
+                changed = True
+    return found
+
+
+def _example_specific(node: OpNode, reads: Sequence[ValueNode], dims: Mapping[ir.Value, int]) -> bool:
+    """`node` (batch-shaped, not reading the batch) cannot be computed per microbatch: it
+    has no rule, fails the per-example checks, or makes its batch dim from values that do
+    not carry it in a way that is not the same for every example."""
+    try:
+        _check_core(node, dims)
+    except MicrobatchError:
+        return True
+    if any(v.value in dims for v in reads):
+        return False
+    out = node.results[0]
+    d = dims.get(out.value)
+    if d is None or out.info.shape[d] == 1:
+        return False
+    name = node.name
+    if name == "stablehlo.constant":
+        return False  # a splat: _check_core refused the others
+    if name == "stablehlo.iota":
+        return node.int_attr("iota_dimension") == d
+    if name == "stablehlo.broadcast_in_dim":
+        source = node.broadcast_dims
+        return d in source and node.operands[0].info.shape[source.index(d)] != 1
+    return name not in ELEMENTWISE and not elementwise_chlo(node.op)
+
+
 # ----------------------------------------------------------------------------- checks
 
 
 def _check_core(node: OpNode, dims: Mapping[ir.Value, int]) -> None:
     """A per-example op must treat the examples independently."""
     name = node.name
+    if name == "stablehlo.while":
+        raise MicrobatchError(
+            "a loop over per-example values whose trip count is not a constant (or that is too "
+            "long to unroll): gradient accumulation unrolls counted loops (scan, fori_loop with "
+            "static bounds) only", node)
     if name not in _KNOWN and not elementwise_chlo(node.op):
         raise MicrobatchError(
             f"gradient accumulation has no rule for '{name}' on per-example values", node)
@@ -331,6 +423,13 @@ def _check_sum(graph: FunctionGraph, node: OpNode, dims: Mapping[ir.Value, int])
             return
         raise MicrobatchError(
             "'stablehlo.scatter' over the batch is not a scatter-add into zeros", node)
+    elif name == "stablehlo.reshape" and carrying:
+        raise MicrobatchError(
+            "'stablehlo.reshape' folds the batch behind another dim (after a transpose, say), "
+            "so its result interleaves the examples: code that treats the tokens of the whole "
+            "batch as one sequence (MoE routing with a capacity and a cumulative sum over all "
+            "the batch's tokens) computes something else per microbatch; group such work per "
+            "example (or per microbatch) in the model, or run without microbatches", node)
     elif name in _KNOWN and carrying:
         raise MicrobatchError(
             f"'{name}' picks examples out of the batch (its result has no batch dim): "

@@ -12,8 +12,8 @@ order. A fragment's ILP takes the layouts already decided for its operands as fi
 chooses the others (a transfer result or a function argument read first here); its
 results get the layouts it chose, except where a layout is required: a value passed to
 the microbatch call must have the callee argument's layout, and an updated parameter
-returned in place of a donated argument that argument's layout (the fragment then
-reshards it before returning). Call results take the callee's result layouts.
+returned in place of a donated argument that argument's layout when it is updated on
+the argument's own stage (the fragment then reshards it before returning). Call results take the callee's result layouts.
 """
 
 from __future__ import annotations
@@ -141,6 +141,8 @@ class _State:
             alias = aliases.get(result)
             if want is None and alias is not None:
                 want = self.decided.get(alias)
+                if want is not None and want.mesh != mesh_name:
+                    want = None  # updated on another stage: transferred home, laid out there
             if want is not None and want.text() != chosen.text():
                 with frag.context, ir.InsertionPoint(terminator), terminator.location:
 

@@ -4,12 +4,16 @@ step split into 2 microbatches equals the library's own `jax.jit` step on one de
 within the case's tolerance. Which arguments are the state and which the batch is
 inferred (`passes/sharding/step_args.py`): no case names them.
 
-Cases that gradient accumulation refuses are listed in `REFUSED` with their diagnostic:
-batch norm by design (each microbatch would normalize with its own statistics), the
-others not supported yet (scan loops and RNG bits over the batch; MoE routing, whose
-capacity positions are a cumulative sum over the tokens of the whole batch, which a
-reshape after a transpose folds behind the expert-choice dim); the test checks that
-each still fails with that diagnostic, so that a fix shows up here.
+Cases that gradient accumulation refuses are listed in `REFUSED` with their diagnostic,
+both by design: batch norm (each microbatch would normalize with its own statistics) and
+MoE routing over the whole batch (capacity positions are a cumulative sum over the
+tokens of all examples, which a reshape after a transpose folds behind the
+expert-choice dim; its load-balancing loss is a product of two batch means): no split
+into microbatches computes the full-batch step. The test checks that each still fails
+with that diagnostic.
+
+A scan over layers (flax_gpt_scan) is unrolled; dropout masks drawn from a key argument
+(flax_dropout) are drawn once for the whole batch and sliced, so they equal jax.jit's.
 """
 
 from __future__ import annotations
@@ -33,9 +37,7 @@ import corpus  # (after the path it lives on)
 
 PIPELINE = "builtin.module(alpa-gradient-accumulation{num-microbatches=2})"
 REFUSED = {
-    "flax_dropout": "no rule for 'stablehlo.while'",  # threefry's rounds on per-example bits
-    "flax_gpt_scan": "no rule for 'stablehlo.while'",
-    "flax_moe": "'stablehlo.reshape' picks examples out of the batch",
+    "flax_moe": "'stablehlo.reshape' folds the batch behind another dim .*MoE routing",
     "flax_cnn_bn": r"a cross-example statistic such as batch norm\): .* pass allow-per-microbatch-statistics=true",
 }
 
