@@ -340,33 +340,51 @@ def _check_core(node: OpNode, dims: Mapping[ir.Value, int]) -> None:
                 "a constant with per-example entries (not a splat) cannot be split into "
                 "microbatches", node)
     elif name in ("stablehlo.reverse",) and d in node.dimensions:
-        raise MicrobatchError("'stablehlo.reverse' reverses the order of the examples", node)
+        raise _mixes("'stablehlo.reverse' reverses the order of the examples (a flip of the batch dim)", node)
     elif name == "stablehlo.sort" and node.int_attr("dimension") == d:
-        raise MicrobatchError("'stablehlo.sort' sorts over the batch", node)
+        raise _mixes("'stablehlo.sort' sorts over the batch (a sort, argsort or top-k across examples)", node)
     elif name in ("stablehlo.reduce_window", "stablehlo.select_and_scatter"):
         window = node.int_array("window_dimensions") or ()
         strides = node.int_array("window_strides") or ()
         if (window and window[d] != 1) or (strides and strides[d] != 1):
-            raise MicrobatchError(f"'{name}' has a window over the batch", node)
+            raise _mixes(f"'{name}' has a window over the batch (pooling or a cumulative sum across "
+                         "examples)", node)
     elif name == "stablehlo.slice":
         start = node.int_array("start_indices") or ()
         strides = node.int_array("strides") or ()
         if start[d] != 0 or (strides and strides[d] != 1):
-            raise MicrobatchError("'stablehlo.slice' selects examples", node)
+            raise _mixes("'stablehlo.slice' selects examples (x[:k] or x[::s] on the batch dim)", node)
     elif name == "stablehlo.pad":
         for attr in ("edge_padding_low", "edge_padding_high", "interior_padding"):
             if (node.int_array(attr) or (0,) * out.info.rank)[d] != 0:
-                raise MicrobatchError("'stablehlo.pad' pads the batch", node)
+                raise _mixes("'stablehlo.pad' pads the batch (adds examples)", node)
     elif name == "stablehlo.concatenate" and node.int_attr("dimension") == d:
-        raise MicrobatchError("'stablehlo.concatenate' concatenates along the batch", node)
+        raise _mixes("'stablehlo.concatenate' concatenates along the batch (joins batches)", node)
     elif name == "stablehlo.dynamic_update_slice":
         update = node.operands[1]
         if update.value not in dims:
-            raise MicrobatchError("'stablehlo.dynamic_update_slice' writes into selected examples", node)
+            raise _mixes("'stablehlo.dynamic_update_slice' writes into selected examples "
+                         "(x.at[i].set(...) on the batch dim)", node)
     if name in ("stablehlo.gather", "stablehlo.scatter"):
         operand = node.operands[0]
         if operand.value in dims and not _operand_batch_ok(node, dims[operand.value]):
-            raise MicrobatchError(f"'{name}' indexes across examples", node)
+            raise _mixes(f"'{name}' indexes across examples (indices into the batch dim)", node)
+
+
+_PICKS = {
+    "stablehlo.slice": "'stablehlo.slice' selects examples (x[:k] or x[::s] on the batch dim)",
+    "stablehlo.dynamic_slice": "'stablehlo.dynamic_slice' selects examples (x[i] on the batch dim)",
+    "stablehlo.gather": "'stablehlo.gather' indexes across examples (indices into the batch dim)",
+}
+"""Ops that end the batch by picking examples out of it: what the user wrote."""
+
+
+def _mixes(what: str, node: OpNode) -> MicrobatchError:
+    """An op whose per-example results depend on other examples."""
+    return MicrobatchError(
+        f"{what}: a microbatch holds only some of the examples, so it cannot compute this; "
+        "keep such work within each example (or do it before the step), or run with "
+        "num-microbatches=1", node)
 
 
 def _operand_batch_ok(node: OpNode, d: int) -> bool:
@@ -430,6 +448,8 @@ def _check_sum(graph: FunctionGraph, node: OpNode, dims: Mapping[ir.Value, int])
             "batch as one sequence (MoE routing with a capacity and a cumulative sum over all "
             "the batch's tokens) computes something else per microbatch; group such work per "
             "example (or per microbatch) in the model, or run without microbatches", node)
+    elif name in _PICKS and carrying:
+        raise _mixes(_PICKS[name], node)
     elif name in _KNOWN and carrying:
         raise MicrobatchError(
             f"'{name}' picks examples out of the batch (its result has no batch dim): "
