@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
 from jax.extend.mlir import ir
@@ -13,6 +12,7 @@ from jax.extend.mlir import ir
 from alpa_mlir.dialect_utils.attributes import FLOPS_ATTR
 from alpa_mlir.dialect_utils.flops import operation_flops
 from alpa_mlir.dialect_utils.graph import functions
+from alpa_mlir.dialect_utils.output_files import write_atomically
 
 from .pass_base import Pass, PassContext
 
@@ -60,6 +60,6 @@ class AnnotateFlopsPass(Pass):
             summary[name] = {"total": total, "by_op": dict(sorted(by_op.items()))}
         if self.report:
             try:
-                Path(self.report).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+                write_atomically(self.report, json.dumps(summary, indent=2, sort_keys=True) + "\n")
             except OSError as e:
                 ctx.fail(f"cannot write report '{self.report}': {e.strerror}")

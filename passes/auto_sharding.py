@@ -8,7 +8,6 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 from jax.extend.mlir import ir
@@ -16,6 +15,7 @@ from jax.extend.mlir import ir
 from alpa_mlir.dialect_utils.attributes import donated_args
 from alpa_mlir.dialect_utils.graph import FunctionGraph, OpNode, ValueNode
 from alpa_mlir.dialect_utils.op_factors import FactorTable, factor_rules
+from alpa_mlir.dialect_utils.output_files import write_atomically
 from alpa_mlir.dialect_utils.shardy import strip_shardings
 
 from .inlined_main import inlined_main
@@ -47,6 +47,14 @@ DEFAULT_AXIS_NAMES = ("x", "y", "z", "w")
 class ShardingFormat(enum.Enum):
     SDY = "sdy"
     GSPMD = "gspmd"
+
+
+DEFAULT_TIME_LIMIT = 300.0
+"""Seconds: no solver runs unbounded by default (CP-SAT took minutes on GPT tiny, 2x4;
+HiGHS solves GPT 125M, 2x4, in 12 s). At the limit the best plan found is kept, with a
+warning."""
+MAX_TIME_LIMIT = 1e7
+"""Seconds (about 4 months): the largest limit the solvers take (they count milliseconds)."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +103,10 @@ class AutoShardingPass(ClusterOptions, StepArgOptions, Pass):
         metadata={"help": "reduce-scatter partial sums instead of all-reducing them (ZeRO-2 gradients)"},
     )
     solver: SolverChoice = field(default=SolverChoice.AUTO, metadata={"help": "ILP solver"})
-    time_limit: float | None = field(default=None, metadata={"help": "solver time limit, s (best incumbent after it)"})
+    time_limit: float | None = field(
+        default=DEFAULT_TIME_LIMIT,
+        metadata={"help": "solver time limit, s (best incumbent after it); none: no limit"},
+    )
     report: str = field(default="", metadata={"help": "write a JSON report of the plan to this path"})
     sharding_format: ShardingFormat = field(
         default=ShardingFormat.SDY,
@@ -111,6 +122,9 @@ class AutoShardingPass(ClusterOptions, StepArgOptions, Pass):
             raise ValueError("zero-stage=1 and 2 are prefer-reduce-scatter's territory: use prefer-reduce-scatter=true")
         if self.batch_axis and self.batch_axis not in mesh.axis_names:
             raise ValueError(f"batch-axis={self.batch_axis} is not a mesh axis ({','.join(mesh.axis_names)})")
+        if self.time_limit is not None and not 0 < self.time_limit <= MAX_TIME_LIMIT:
+            raise ValueError(f"time-limit={self.time_limit}: expected seconds in (0, {MAX_TIME_LIMIT:.0f}], "
+                             "or none for no limit")
 
     def run(self, module: ir.Module, ctx: PassContext) -> None:
         started = time.perf_counter()
@@ -157,7 +171,7 @@ class AutoShardingPass(ClusterOptions, StepArgOptions, Pass):
             data = _report(self, sg, solution, constraints, time.perf_counter() - started)
             data["step_args"] = args.describe()
             try:
-                Path(self.report).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+                write_atomically(self.report, json.dumps(data, indent=2, sort_keys=True) + "\n")
             except OSError as e:
                 ctx.fail(f"cannot write report '{self.report}': {e.strerror}")
 

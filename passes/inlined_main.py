@@ -19,6 +19,9 @@ def inlined_main(module: ir.Module, ctx: PassContext, pass_name: str) -> ir.Oper
     if "main" not in funcs:
         found = ", ".join(f"@{n}" for n in funcs) or "none"
         ctx.fail(f"{pass_name} needs a @main function (found: {found})", module.operation.location)
+    main = funcs["main"]
+    if not main.regions[0].blocks or not list(main.regions[0].blocks[0].operations):
+        ctx.fail(f"{pass_name}: @main is a declaration without a body: nothing to transform", main.location)
     try:
         inline_calls(module)
     except ValueError as e:

@@ -8,7 +8,6 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 from jax.extend.mlir import ir
@@ -22,6 +21,7 @@ from alpa_mlir.dialect_utils.attributes import (
     phase_of,
 )
 from alpa_mlir.dialect_utils.graph import FunctionGraph
+from alpa_mlir.dialect_utils.output_files import write_atomically
 from alpa_mlir.dialect_utils.schedules import ScheduleKind, in_flight
 from alpa_mlir.dialect_utils.shardy import strip_shardings
 from alpa_mlir.dialect_utils.stage_plan import (
@@ -184,7 +184,7 @@ class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
                           "shard_stages_s": time.perf_counter() - written}
         if self.report:
             try:
-                Path(self.report).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+                write_atomically(self.report, json.dumps(data, indent=2, sort_keys=True) + "\n")
             except OSError as e:
                 ctx.fail(f"cannot write report '{self.report}': {e.strerror}")
 

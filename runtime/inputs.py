@@ -8,6 +8,7 @@ coin flips; one seeded numpy generator draws them in argument order.
 
 from __future__ import annotations
 
+import io
 import os
 import zipfile
 from collections.abc import Sequence
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from alpa_mlir.dialect_utils.output_files import write_atomically
 
 from .errors import InputMismatchError
 from .signature import ArgSpec, Signature, format_tensor
@@ -111,5 +114,6 @@ def save_inputs(path: str | os.PathLike[str], inputs: Sequence[np.ndarray]) -> N
 
 def _save(path: str | os.PathLike[str], arrays: dict[str, Any]) -> None:
     """np.savez to exactly `path` (np.savez would append .npz to a bare name)."""
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_atomically(path, buffer.getvalue())

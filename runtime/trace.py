@@ -13,10 +13,13 @@ start and end in seconds from the step's start). Writes
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from alpa_mlir.dialect_utils.output_files import write_atomically
 
 from .pipeline import TraceEvent
 
@@ -43,7 +46,7 @@ def chrome_trace(events: Sequence[TraceEvent], mesh_names: Sequence[str]) -> dic
 
 
 def write_chrome_trace(events: Sequence[TraceEvent], mesh_names: Sequence[str], path: str | Path) -> None:
-    Path(path).write_text(json.dumps(chrome_trace(events, mesh_names), indent=1) + "\n")
+    write_atomically(path, json.dumps(chrome_trace(events, mesh_names), indent=1) + "\n")
 
 
 def gantt(events: Sequence[TraceEvent], mesh_names: Sequence[str], path: str | Path,
@@ -69,5 +72,7 @@ def gantt(events: Sequence[TraceEvent], mesh_names: Sequence[str], path: str | P
     ax.legend(handles=[Patch(color=c, label=k) for k, c in COLOURS.items()], loc="upper left",
               bbox_to_anchor=(1.0, 1.0), fontsize="small")
     fig.tight_layout()
-    fig.savefig(str(path), dpi=120)
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=120)
     plt.close(fig)
+    write_atomically(path, image.getvalue())

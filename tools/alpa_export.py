@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from alpa_mlir.dialect_utils.output_files import output_problem, write_atomically
 from alpa_mlir.models.errors import ModelConfigError
 from alpa_mlir.models.export import example_inputs, export_train_step
 from alpa_mlir.models.registry import all_models, get_model, parse_override
@@ -135,8 +136,7 @@ def write_output(text: str, path: str) -> None:
         sys.stdout.write(text)
         return
     try:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
+        write_atomically(path, text)
     except OSError as e:
         raise UsageError(f"cannot write {path}: {e.strerror or e}") from e
 
@@ -150,6 +150,10 @@ def run(argv: Sequence[str] | None) -> int:
     if args.model is None:
         raise UsageError("a MODEL is required (or --list)")
     overrides = collect_overrides(args)
+    for path in (args.output, args.example_inputs):  # checked before the export, not after
+        problem = None if path in (None, "-") else output_problem(path)
+        if problem is not None:
+            raise UsageError(f"cannot write {path}: {problem}")
     text = export_train_step(
         args.model, args.preset, donate=args.donate, debug_info=args.debug_info, **overrides
     )

@@ -22,6 +22,7 @@ from alpa_mlir.dialect_utils.diagnostics import (
     Severity,
     from_mlir_error,
 )
+from alpa_mlir.dialect_utils.output_files import output_problem, write_atomically
 from alpa_mlir.passes import (
     InternalPassError,
     IRPrinter,
@@ -110,6 +111,10 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except PipelineError as e:
         _print(e.diagnostics, name, err)
         return 1
+    problem = None if args.output == "-" else output_problem(args.output)
+    if problem is not None:
+        err.write(f"{args.output}:0:0: error: cannot write the output: {problem}\n")
+        return 1
     try:
         start = time.perf_counter()
         chunks = split_chunks(read_input(args.input), args.split_input_file, name)
@@ -125,7 +130,15 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             outputs.append(text)
         start = time.perf_counter()
     start = time.perf_counter()
-    _write_output(args.output, SPLIT_OUTPUT.join(outputs))
+    if args.output == "-":
+        sys.stdout.write(SPLIT_OUTPUT.join(outputs))
+        sys.stdout.flush()
+    elif not failed:  # a failed run leaves an existing output file as it was
+        try:
+            write_atomically(args.output, SPLIT_OUTPUT.join(outputs))
+        except OSError as e:
+            err.write(f"{args.output}:0:0: error: cannot write the output: {e.strerror or e}\n")
+            return 1
     if timer is not None:
         timer.add("output", time.perf_counter() - start)
         err.write(timer.report())
@@ -171,15 +184,6 @@ def _process_chunk(
 def _print(diagnostics: list[Diagnostic] | tuple[Diagnostic, ...], name: str, err: TextIO) -> None:
     for d in diagnostics:
         err.write(d.format(name) + "\n")
-
-
-def _write_output(path: str, text: str) -> None:
-    if path == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    with open(path, "w") as f:
-        f.write(text)
 
 
 if __name__ == "__main__":

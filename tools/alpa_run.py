@@ -34,9 +34,14 @@ from jax.extend.mlir import ir
 
 from alpa_mlir.dialect_utils import context
 from alpa_mlir.dialect_utils.diagnostics import (
+    Diagnostic,
     DiagnosticError,
+    Severity,
     from_mlir_error,
+    source_loc,
 )
+from alpa_mlir.dialect_utils.graph import functions
+from alpa_mlir.dialect_utils.output_files import output_problem
 from alpa_mlir.dialect_utils.schedules import ScheduleKind
 from alpa_mlir.runtime.devices import ensure_local_devices
 from alpa_mlir.runtime.errors import ExecutionError
@@ -378,8 +383,30 @@ def run_pipeline(args: argparse.Namespace, loaded: LoadedModule, out: TextIO) ->
     return 0 if report.passed else 1
 
 
+def _check_output_paths(args: argparse.Namespace) -> None:
+    """Output files are checked before the run, not after it."""
+    for flag in ("outputs", "trace", "gantt"):
+        path = getattr(args, flag)
+        problem = None if path is None else output_problem(path)
+        if problem is not None:
+            raise UsageError(f"cannot write --{flag} file '{path}': {problem}")
+
+
+def _check_main(loaded: LoadedModule) -> None:
+    """The module has a @main with a body: what every executor runs."""
+    main = functions(loaded.module).get("main")
+    if main is None:
+        raise DiagnosticError([Diagnostic(Severity.ERROR, "the module has no @main function to run",
+                                          source_loc(loaded.module.operation.location))])
+    if not main.regions[0].blocks or not list(main.regions[0].blocks[0].operations):
+        raise DiagnosticError([Diagnostic(Severity.ERROR, "@main is a declaration without a body: "
+                                          "nothing to run", source_loc(main.location))])
+
+
 def run(args: argparse.Namespace, out: TextIO) -> int:
+    _check_output_paths(args)
     loaded = read_module(args.module, context.make_context())
+    _check_main(loaded)
     # Dispatch on the module kind.
     if module_kind(loaded.module) is ModuleKind.MPMD:
         if args.executor == "pipeline":

@@ -2,6 +2,16 @@
 // 2-layer MLP (tiny batch, big weights; see auto_sharding_dot.mlir for why), whose plan
 // is the same on any 1-D mesh: W1 split by columns, W2 by rows, one all-reduce.
 
+// The solver time limit: 300 s by default, none for no limit; anything that is not a
+// number of seconds the solvers can take is refused when the pipeline is parsed.
+// RUN: alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=4 time-limit=none})' | filecheck %s --check-prefix=MESH4
+// RUN: not alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{time-limit=0})' 2>&1 | filecheck %s --check-prefix=LIMIT0
+// LIMIT0: <pass-pipeline>:1:16: error: invalid options for alpa-auto-sharding: time-limit=0.0: expected seconds in (0, 10000000], or none for no limit
+// RUN: not alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{time-limit=1e26})' 2>&1 | filecheck %s --check-prefix=LIMITBIG
+// LIMITBIG: error: invalid options for alpa-auto-sharding: time-limit=1e+26: expected seconds
+// RUN: not alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{time-limit=nan})' 2>&1 | filecheck %s --check-prefix=LIMITNAN
+// LIMITNAN: error: invalid options for alpa-auto-sharding: time-limit=nan: expected seconds
+
 // A 1-D mesh of 4: the mesh op, the partition count and the plan.
 // RUN: alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=alpa-abstract mesh=4})' | filecheck %s --check-prefix=MESH4
 // MESH4:      module @mlp_step attributes {mhlo.num_partitions = 4 : i32} {

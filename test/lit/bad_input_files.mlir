@@ -1,0 +1,34 @@
+// Bad input and output files: a diagnostic and exit status 1, never a crash, and an
+// existing output file is never damaged (outputs are written to a temporary file and
+// renamed into place only when the run succeeds).
+
+// A @main that is only a declaration: alpa-run used to crash in XLA (exit 139).
+// RUN: not alpa-run %s 2>&1 | filecheck %s --check-prefix=RUN-DECL
+// RUN-DECL: bad_input_files.mlir:[[# @LINE + 26]]:3: error: @main is a declaration without a body: nothing to run
+// RUN: not alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding)' 2>&1 | filecheck %s --check-prefix=OPT-DECL
+// OPT-DECL: bad_input_files.mlir:[[# @LINE + 24]]:3: error: alpa-auto-sharding: @main is a declaration without a body: nothing to transform
+
+// A failed alpa-opt leaves an existing -o file as it was.
+// RUN: echo "previous contents" > %t.out.mlir
+// RUN: not alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding)' -o %t.out.mlir
+// RUN: filecheck %s --check-prefix=KEPT --input-file %t.out.mlir
+// KEPT: previous contents
+
+// An output folder that does not exist is reported before any work.
+// RUN: not alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding)' -o %t.missing/out.mlir 2>&1 | filecheck %s --check-prefix=OPT-DIR
+// OPT-DIR: out.mlir:0:0: error: cannot write the output: no such directory: '{{.*}}.missing'
+// RUN: not alpa-run %s --outputs %t.missing/out.npz 2>&1 | filecheck %s --check-prefix=RUN-DIR
+// RUN-DIR: alpa-run: error: cannot write --outputs file '{{.*}}.missing/out.npz': no such directory
+// RUN: not alpa-run %s --trace %t.out.mlir/trace.json 2>&1 | filecheck %s --check-prefix=RUN-NOTDIR
+// RUN-NOTDIR: alpa-run: error: cannot write --trace file '{{.*}}out.mlir/trace.json': not a directory
+// RUN: not alpa-export mlp --preset tiny -o %t.missing/mlp.mlir 2>&1 | filecheck %s --check-prefix=EXPORT-DIR
+// EXPORT-DIR: cannot write {{.*}}.missing/mlp.mlir: no such directory
+// alpa-export checks --example-inputs before it writes the module.
+// RUN: rm -f %t.mlp.mlir
+// RUN: not alpa-export mlp --preset tiny -o %t.mlp.mlir --example-inputs %t.missing/in.npz 2>&1 | filecheck %s --check-prefix=EXPORT-INPUTS
+// EXPORT-INPUTS: cannot write {{.*}}.missing/in.npz: no such directory
+// RUN: not test -e %t.mlp.mlir
+
+module {
+  func.func private @main(%arg0: tensor<4xf32>) -> tensor<4xf32>
+}
