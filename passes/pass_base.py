@@ -100,6 +100,8 @@ class Pass:
                 raise OptionError(f"{cls.NAME} has no option '{key}' (options: {known})")
             if raw is None and spec.type is not bool:
                 raise OptionError(f"option '{key}' of {cls.NAME} needs a value")
+            if spec.field in values:
+                raise OptionError(f"option '{key}' of {cls.NAME} is given twice")
             try:
                 values[spec.field] = True if raw is None else parse_value(raw, spec.type)
             except OptionError as e:

@@ -32,6 +32,7 @@ from alpa_mlir.passes import (
     PipelineError,
 )
 from alpa_mlir.passes.pass_manager import Instrumentation
+from alpa_mlir.tools.cli import Once, ToolParser
 
 from .input_files import Chunk, InputError, buffer_name, read_input, split_chunks
 from .pass_listing import list_passes, markdown_reference
@@ -41,13 +42,13 @@ SPLIT_OUTPUT = "// -----\n"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ToolParser(
         prog="alpa-opt",
         description="Run alpa-mlir and native MLIR passes over a StableHLO module.",
     )
     p.add_argument("input", nargs="?", default="-", help="input .mlir (text or bytecode); '-' = stdin")
-    p.add_argument("-o", dest="output", default="-", help="output file ('-' = stdout)")
-    p.add_argument("--pass-pipeline", default="", help="e.g. 'builtin.module(alpa-annotate-flops,canonicalize)'")
+    p.add_argument("-o", dest="output", default="-", action=Once, help="output file ('-' = stdout)")
+    p.add_argument("--pass-pipeline", default="", action=Once, help="e.g. 'builtin.module(alpa-annotate-flops,canonicalize)'")
     p.add_argument("--split-input-file", action="store_true", help="process each '// -----' chunk separately")
     p.add_argument("--verify-diagnostics", action="store_true", help="check diagnostics against expected-* comments")
     p.add_argument("--mlir-print-ir-after-all", action="store_true", help="print the IR after every pass (stderr)")

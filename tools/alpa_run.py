@@ -23,6 +23,7 @@ for the rest; exit status 1, no traceback (`--debug` shows one).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections import Counter
@@ -69,6 +70,7 @@ from alpa_mlir.runtime.spmd import (
 )
 from alpa_mlir.runtime.trace import gantt, write_chrome_trace
 from alpa_mlir.runtime.transfers import TransferKind
+from alpa_mlir.tools.cli import ToolParser
 
 PROG = "alpa-run"
 STDIN_NAME = "<stdin>"
@@ -79,7 +81,7 @@ class UsageError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Execute a StableHLO module (plain, SPMD or MPMD) on local devices.")
+    p = ToolParser(prog=PROG, description="Execute a StableHLO module (plain, SPMD or MPMD) on local devices.")
     p.add_argument("module", help="input .mlir (text or bytecode); '-' = stdin")
     p.add_argument("--devices", type=int, default=None,
                    help="number of local devices to use (default: the module's mesh size, or 1; MPMD modules: 1)")
@@ -403,7 +405,17 @@ def _check_main(loaded: LoadedModule) -> None:
                                           "nothing to run", source_loc(main.location))])
 
 
+def _check_numbers(args: argparse.Namespace) -> None:
+    for flag in ("rtol", "atol"):
+        value = getattr(args, flag)
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise UsageError(f"--{flag} must be a finite number >= 0, got {value}")
+    if args.seed is not None and args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
+
+
 def run(args: argparse.Namespace, out: TextIO) -> int:
+    _check_numbers(args)
     _check_output_paths(args)
     loaded = read_module(args.module, context.make_context())
     _check_main(loaded)

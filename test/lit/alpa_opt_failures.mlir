@@ -54,6 +54,10 @@ func.func @unverifiable(%arg0: tensor<2xf32>) -> tensor<3xf32> {
 
 // -----
 
+// The same option twice is refused, not "last wins".
+// RUN: not alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=4 mesh=8})' 2>&1 | filecheck %s --check-prefix=TWICE
+// TWICE: <pass-pipeline>:1:16: error: option 'mesh' of alpa-auto-sharding is given twice
+
 // A pass failure: the report cannot be written.
 // RUN: not alpa-opt %s --split-input-file --pass-pipeline='builtin.module(alpa-annotate-flops{report=%t.nodir/x.json})' 2>&1 | filecheck %s --check-prefix=PASSFAIL
 // PASSFAIL: {{.*}}alpa_opt_failures.mlir:0:0: error: cannot write report '{{.*}}.nodir/x.json': no such directory: '{{.*}}.nodir'

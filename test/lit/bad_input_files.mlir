@@ -4,9 +4,9 @@
 
 // A @main that is only a declaration: alpa-run used to crash in XLA (exit 139).
 // RUN: not alpa-run %s 2>&1 | filecheck %s --check-prefix=RUN-DECL
-// RUN-DECL: bad_input_files.mlir:[[# @LINE + 26]]:3: error: @main is a declaration without a body: nothing to run
+// RUN-DECL: bad_input_files.mlir:[[# @LINE + 36]]:3: error: @main is a declaration without a body: nothing to run
 // RUN: not alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding)' 2>&1 | filecheck %s --check-prefix=OPT-DECL
-// OPT-DECL: bad_input_files.mlir:[[# @LINE + 24]]:3: error: alpa-auto-sharding: @main is a declaration without a body: nothing to transform
+// OPT-DECL: bad_input_files.mlir:[[# @LINE + 34]]:3: error: alpa-auto-sharding: @main is a declaration without a body: nothing to transform
 
 // A failed alpa-opt leaves an existing -o file as it was.
 // RUN: echo "previous contents" > %t.out.mlir
@@ -28,6 +28,16 @@
 // RUN: not alpa-export mlp --preset tiny -o %t.mlp.mlir --example-inputs %t.missing/in.npz 2>&1 | filecheck %s --check-prefix=EXPORT-INPUTS
 // EXPORT-INPUTS: cannot write {{.*}}.missing/in.npz: no such directory
 // RUN: not test -e %t.mlp.mlir
+
+// Arguments: one value per option, numbers that mean something; exit status 1.
+// RUN: not alpa-opt %s --pass-pipeline='builtin.module()' --pass-pipeline='builtin.module()' 2>&1 | filecheck %s --check-prefix=PIPE-TWICE
+// PIPE-TWICE: alpa-opt: error: --pass-pipeline is given twice
+// RUN: not alpa-run %s --rtol nan 2>&1 | filecheck %s --check-prefix=RTOL
+// RTOL: alpa-run: error: --rtol must be a finite number >= 0, got nan
+// RUN: not alpa-run %s --seed -1 2>&1 | filecheck %s --check-prefix=SEED
+// SEED: alpa-run: error: --seed must be >= 0, got -1
+// RUN: not alpa-run %s --no-such-flag 2>&1 | filecheck %s --check-prefix=FLAG
+// FLAG: alpa-run: error: unrecognized arguments: --no-such-flag
 
 module {
   func.func private @main(%arg0: tensor<4xf32>) -> tensor<4xf32>
