@@ -128,6 +128,8 @@ class LoadedModule:
 def read_module(path: str, ctx: ir.Context) -> LoadedModule:
     """Parse a file (or stdin); parse errors become DiagnosticErrors."""
     name = STDIN_NAME if path == "-" else path
+    if path != "-" and os.path.isdir(path):
+        raise UsageError(f"cannot open input file '{path}': it is a directory")
     if path != "-" and not os.path.isfile(path):
         raise UsageError(f"cannot open input file '{path}': no such file")
     try:

@@ -4,9 +4,9 @@
 
 // A @main that is only a declaration: alpa-run used to crash in XLA (exit 139).
 // RUN: not alpa-run %s 2>&1 | filecheck %s --check-prefix=RUN-DECL
-// RUN-DECL: bad_input_files.mlir:[[# @LINE + 36]]:3: error: @main is a declaration without a body: nothing to run
+// RUN-DECL: bad_input_files.mlir:[[# @LINE + 43]]:3: error: @main is a declaration without a body: nothing to run
 // RUN: not alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding)' 2>&1 | filecheck %s --check-prefix=OPT-DECL
-// OPT-DECL: bad_input_files.mlir:[[# @LINE + 34]]:3: error: alpa-auto-sharding: @main is a declaration without a body: nothing to transform
+// OPT-DECL: bad_input_files.mlir:[[# @LINE + 41]]:3: error: alpa-auto-sharding: @main is a declaration without a body: nothing to transform
 
 // A failed alpa-opt leaves an existing -o file as it was.
 // RUN: echo "previous contents" > %t.out.mlir
@@ -28,6 +28,13 @@
 // RUN: not alpa-export mlp --preset tiny -o %t.mlp.mlir --example-inputs %t.missing/in.npz 2>&1 | filecheck %s --check-prefix=EXPORT-INPUTS
 // EXPORT-INPUTS: cannot write {{.*}}.missing/in.npz: no such directory
 // RUN: not test -e %t.mlp.mlir
+
+// A directory given as the input.
+// RUN: mkdir -p %t.dir
+// RUN: not alpa-run %t.dir 2>&1 | filecheck %s --check-prefix=RUN-ISDIR
+// RUN-ISDIR: alpa-run: error: cannot open input file '{{.*}}.dir': it is a directory
+// RUN: not alpa-opt %t.dir 2>&1 | filecheck %s --check-prefix=OPT-ISDIR
+// OPT-ISDIR: .dir:0:0: error: cannot open input file: Is a directory
 
 // Arguments: one value per option, numbers that mean something; exit status 1.
 // RUN: not alpa-opt %s --pass-pipeline='builtin.module()' --pass-pipeline='builtin.module()' 2>&1 | filecheck %s --check-prefix=PIPE-TWICE
