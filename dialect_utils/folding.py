@@ -14,10 +14,9 @@ registered in jaxlib's bindings, so the few folds the pipeshard path needs live 
 - `erase_dead`: side-effect-free ops whose results are unused are erased.
 - `sink_views`: views (slices, reshapes, broadcasts, converts) of the function's
   arguments and constants (the slice of this iteration's layer out of a stacked
-  parameter, its reshape) move down to
-  just before their first reader, so that they sit with the layer that uses them, as a
-  parameter of the unrolled model does; a scalar constant read in several places gets
-  one copy per reader.
+  parameter, its reshape) move down to just before their first reader, so that they sit
+  with the layer that uses them, as a parameter of the unrolled model does; a scalar
+  constant read in several places gets one copy per reader.
 """
 
 from __future__ import annotations
@@ -86,10 +85,8 @@ def _fold(op: ir.Operation) -> int | None:
         return _BINARY[name](values[0], values[1])
     if name == "stablehlo.compare":
         direction = str(op.attributes["comparison_direction"]).split()[-1].rstrip(">")
-        for key, fn in _COMPARE.items():
-            if direction.endswith(key):
-                return int(fn(values[0], values[1]))
-        return None
+        compare = _COMPARE.get(direction)
+        return None if compare is None else int(compare(values[0], values[1]))
     if name == "stablehlo.select":
         return values[1] if values[0] else values[2]
     if name == "stablehlo.negate":

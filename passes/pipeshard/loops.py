@@ -2,16 +2,17 @@
 
 A `stablehlo.while` that reads the batch (a scan over layers: `nn.scan`,
 `jax.lax.scan`, `fori_loop`) is opaque to the microbatch analysis and to layer
-clustering. When its trip count is static (`dialect_utils.control_flow.loop_counter`) it is unrolled
-in @main, outermost first, until no such loop is left: each iteration's ops become
-top-level ops that gradient accumulation can split and layer construction can cluster
-(one scan iteration per layer, as in the unrolled twin of the model). The copies are
-cleaned up (`dialect_utils.folding`): counters folded to constants, each residual that
-the forward scan stacks read straight from the iteration that wrote it, dead stacks
-erased, slices of stacked parameters at constant offsets made static slices, so the
-iterations depend on each other as the unrolled model's layers do. Loops that do not
-read the batch (threefry's rounds for a dropout key, an optimizer's loop) are left as
-they are: the microbatch analysis computes them once (`microbatch` hoisting).
+clustering. When its trip count is static (`dialect_utils.control_flow.loop_counter`)
+it is unrolled in @main, outermost first, until no such loop is left: each iteration's
+ops become top-level ops that gradient accumulation can split and layer construction
+can cluster (one scan iteration per layer, as in the unrolled twin of the model). The
+copies are cleaned up (`dialect_utils.folding`): counters folded to constants, each
+residual that the forward scan stacks read straight from the iteration that wrote it,
+dead stacks erased, slices of stacked parameters at constant offsets made static slices
+and moved next to their readers, so the iterations depend on each other as the unrolled
+model's layers do. Loops that do not read the batch (threefry's rounds for a dropout
+key, an optimizer's loop) are left as they are: the microbatch analysis computes them
+once (`microbatch` hoisting).
 """
 
 from __future__ import annotations
