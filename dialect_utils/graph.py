@@ -284,6 +284,12 @@ def functions(module: ir.Module) -> dict[str, ir.Operation]:
     return out
 
 
+def is_declaration(func_op: ir.Operation) -> bool:
+    """A `func.func` without a body (`func.func private @f(...) -> ...`)."""
+    region = func_op.regions[0]
+    return not region.blocks or not list(region.blocks[0].operations)
+
+
 def main_function(module: ir.Module, name: str = "main") -> ir.Operation:
     funcs = functions(module)
     if name not in funcs:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from jax.extend.mlir import ir, passmanager
 
-from alpa_mlir.dialect_utils.graph import functions
+from alpa_mlir.dialect_utils.graph import functions, is_declaration
 from alpa_mlir.dialect_utils.inlining import inline_calls
 
 from .pass_base import PassContext
@@ -20,7 +20,7 @@ def inlined_main(module: ir.Module, ctx: PassContext, pass_name: str) -> ir.Oper
         found = ", ".join(f"@{n}" for n in funcs) or "none"
         ctx.fail(f"{pass_name} needs a @main function (found: {found})", module.operation.location)
     main = funcs["main"]
-    if not main.regions[0].blocks or not list(main.regions[0].blocks[0].operations):
+    if is_declaration(main):
         ctx.fail(f"{pass_name}: @main is a declaration without a body: nothing to transform", main.location)
     try:
         inline_calls(module)

@@ -41,7 +41,7 @@ from alpa_mlir.dialect_utils.diagnostics import (
     from_mlir_error,
     source_loc,
 )
-from alpa_mlir.dialect_utils.graph import functions
+from alpa_mlir.dialect_utils.graph import functions, is_declaration
 from alpa_mlir.dialect_utils.output_files import output_problem
 from alpa_mlir.dialect_utils.schedules import ScheduleKind
 from alpa_mlir.runtime.devices import ensure_local_devices
@@ -402,7 +402,7 @@ def _check_main(loaded: LoadedModule) -> None:
     if main is None:
         raise DiagnosticError([Diagnostic(Severity.ERROR, "the module has no @main function to run",
                                           source_loc(loaded.module.operation.location))])
-    if not main.regions[0].blocks or not list(main.regions[0].blocks[0].operations):
+    if is_declaration(main):
         raise DiagnosticError([Diagnostic(Severity.ERROR, "@main is a declaration without a body: "
                                           "nothing to run", source_loc(main.location))])
 

@@ -262,8 +262,7 @@ def _hoisted(graph: FunctionGraph, batch_args: Sequence[int], inputs: Sequence[S
     them, and the *support*: the batch-shaped ops they read that are the same for every
     example (a splat, a broadcast key), computed in the apply part for them and, where
     the microbatch part reads them too, there as well."""
-    readers = {u.index for a in batch_args for u, _ in graph.users(graph.args[a])}
-    readers |= {u.index for a in batch_args for u in graph.nested_users(graph.args[a])}
+    readers = {u for a in batch_args for u, _ in _value_users(graph, graph.args[a])}
     free = {i for i in carrying if i not in readers | _descendants(users, readers)}
     sources = {i for i in free if _example_specific(graph.ops[i], inputs[i], dims)}
     hoisted = (_descendants(users, sources) & free) | sources
