@@ -9,7 +9,7 @@ OUT := out
 export XLA_FLAGS := --xla_force_host_platform_device_count=8
 export JAX_PLATFORMS := cpu
 
-.PHONY: all demo docs test test-all lint typecheck lit unit unit-all setup clean
+.PHONY: all demo docs test test-all lint typecheck lit unit unit-all fuzz setup clean
 
 all: test
 
@@ -71,6 +71,13 @@ test-all: $(STAMP)
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory lit
 	$(MAKE) --no-print-directory unit-all
+
+# Bad and unusual inputs for alpa-opt, alpa-run and alpa-export (tools/fuzz.py): fails
+# on any crash, hang, damaged output file or wrong result. `make fuzz N=1000 SEED=0`.
+N ?= 200
+SEED ?= 0
+fuzz: $(STAMP)
+	$(BIN)/python -m alpa_mlir.tools.fuzz --n $(N) --seed $(SEED)
 
 clean:
 	rm -rf $(OUT) test/lit/Output .pytest_cache .mypy_cache .ruff_cache

@@ -8,7 +8,7 @@ Open dimensions (`{?}`) and priorities are kept so that text round-trips.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -355,11 +355,11 @@ def set_mesh(module: ir.Module, name: str, mesh: Mesh) -> None:
             ir.InsertionPoint(first).insert(new)
 
 
-def remove_meshes(module: ir.Module) -> int:
-    """Erase every `sdy.mesh` op; returns how many were removed."""
+def remove_meshes(module: ir.Module, keep: Collection[str] = ()) -> int:
+    """Erase every `sdy.mesh` op but those named in `keep`; returns how many were removed."""
     removed = 0
     for op in list(module.body.operations):
-        if op.operation.name == "sdy.mesh":
+        if op.operation.name == "sdy.mesh" and ir.StringAttr(op.operation.attributes["sym_name"]).value not in keep:
             op.operation.erase()
             removed += 1
     return removed
@@ -485,13 +485,48 @@ def _is_gspmd_constraint(op: ir.Operation) -> bool:
     return op.name == "stablehlo.custom_call" and str(op.attributes["call_target_name"]) == '"Sharding"'
 
 
+MANUAL_COMPUTATION = "sdy.manual_computation"
+_MESH_REF = re.compile(r"<@([\w.$-]+)")
+
+
+def manual_computations(module: ir.Module) -> list[ir.Operation]:
+    """The `sdy.manual_computation` ops (JAX's shard_map regions), outermost ones."""
+    found: list[ir.Operation] = []
+
+    def visit(op: ir.Operation) -> ir.WalkResult:
+        if op.name == MANUAL_COMPUTATION:
+            found.append(op)
+            return ir.WalkResult.SKIP
+        return ir.WalkResult.ADVANCE
+
+    module.operation.walk(visit, ir.WalkOrder.PRE_ORDER)
+    return found
+
+
+def manual_meshes(module: ir.Module) -> dict[str, ir.Operation]:
+    """The meshes that manual computations name in their in/out shardings -> the first
+    manual computation that names each."""
+    used: dict[str, ir.Operation] = {}
+    for op in manual_computations(module):
+        for key in ("in_shardings", "out_shardings"):
+            if key in op.attributes:
+                for name in _MESH_REF.findall(str(op.attributes[key])):
+                    used.setdefault(name, op)
+    return used
+
+
 def strip_shardings(module: ir.Module) -> int:
     """Remove every sharding annotation: `sdy.sharding` / `mhlo.sharding` on function
     arguments, results and ops, `sdy.sharding_constraint` / `sdy.reshard` ops and GSPMD's
     `custom_call @Sharding` (their uses take the operand) and `sdy.mesh` symbols; sets
     `mhlo.num_partitions` to 1 when present. Returns the number of annotations removed.
-    The computation itself is unchanged."""
+    The computation itself is unchanged.
+
+    `sdy.manual_computation`s (shard_map regions) are the user's own parallel program:
+    they, their bodies and the meshes they name are kept (and `mhlo.num_partitions`), so
+    the result still runs them on those meshes, with everything around them replicated."""
     removed = 0
+    keep = manual_meshes(module)
     for func_op in functions(module).values():
         n_in, n_out = _signature_counts(func_op)
         for key, count in (("arg_attrs", n_in), ("res_attrs", n_out)):
@@ -507,6 +542,8 @@ def strip_shardings(module: ir.Module) -> int:
 
         def visit(op: ir.Operation, doomed: list[ir.Operation] = doomed) -> ir.WalkResult:
             nonlocal removed
+            if op.name == MANUAL_COMPUTATION:
+                return ir.WalkResult.SKIP
             if op.name in ("sdy.sharding_constraint", "sdy.reshard") or _is_gspmd_constraint(op):
                 doomed.append(op)
                 return ir.WalkResult.ADVANCE
@@ -516,14 +553,14 @@ def strip_shardings(module: ir.Module) -> int:
                     removed += 1
             return ir.WalkResult.ADVANCE
 
-        func_op.walk(visit)
+        func_op.walk(visit, ir.WalkOrder.PRE_ORDER)
         for op in doomed:
             op.results[0].replace_all_uses_with(op.operands[0])
             op.erase()
             removed += 1
-    removed += remove_meshes(module)
+    removed += remove_meshes(module, keep=keep)
     attrs = module.operation.attributes
-    if "mhlo.num_partitions" in attrs:
+    if "mhlo.num_partitions" in attrs and not keep:
         with module.context:
             attrs["mhlo.num_partitions"] = ir.IntegerAttr.get(ir.IntegerType.get_signless(32), 1)
     return removed

@@ -94,3 +94,40 @@ def tensor_info(t: ir.Type) -> TensorInfo:
 
 def value_info(v: ir.Value) -> TensorInfo:
     return tensor_info(v.type)
+
+
+@dataclass(frozen=True)
+class DynamicValue:
+    """A value whose type has a dynamic (or unknown) shape."""
+
+    what: str  # "argument 1 of @main", "result 0 of 'stablehlo.dot_general'"
+    type: ir.Type
+    location: ir.Location
+
+
+def first_dynamic(root: ir.Operation) -> DynamicValue | None:
+    """The first block argument or op result under `root` (in program order) whose
+    tensor type has a dynamic dim or no rank; None when every shape is static."""
+    for region in root.regions:
+        for block in region.blocks:
+            owner = root.name
+            if owner == "func.func":
+                owner = "@" + ir.StringAttr(root.attributes["sym_name"]).value
+            for k, arg in enumerate(block.arguments):
+                if _dynamic(arg.type):
+                    return DynamicValue(f"argument {k} of {owner}", arg.type, arg.location)
+            for view in block.operations:
+                op = view.operation
+                for k, r in enumerate(op.results):
+                    if _dynamic(r.type):
+                        return DynamicValue(f"result {k} of '{op.name}'", r.type, op.location)
+                found = first_dynamic(op)
+                if found is not None:
+                    return found
+    return None
+
+
+def _dynamic(t: ir.Type) -> bool:
+    if isinstance(t, ir.RankedTensorType):
+        return not t.has_static_shape
+    return isinstance(t, ir.UnrankedTensorType)

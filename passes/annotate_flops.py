@@ -16,6 +16,7 @@ from alpa_mlir.dialect_utils.output_files import write_atomically
 
 from .pass_base import Pass, PassContext
 
+_I64_MAX = 2**63 - 1
 _TERMINATORS = frozenset(("func.return", "stablehlo.return", "sdy.return", "mpmd.return"))
 
 
@@ -41,6 +42,7 @@ class AnnotateFlopsPass(Pass):
     def run(self, module: ir.Module, ctx: PassContext) -> None:
         i64 = ir.IntegerType.get_signless(64)
         summary: dict[str, dict[str, object]] = {}
+        too_large: list[tuple[ir.Operation, int]] = []
         for name, func_op in functions(module).items():
             by_op: Counter[str] = Counter()
             total = 0
@@ -49,6 +51,9 @@ class AnnotateFlopsPass(Pass):
                 if op.name in _TERMINATORS or op.name == "func.func":
                     return ir.WalkResult.ADVANCE
                 n = operation_flops(op)
+                if n > _I64_MAX:
+                    too_large.append((op, n))
+                    return ir.WalkResult.INTERRUPT
                 op.attributes[FLOPS_ATTR] = ir.IntegerAttr.get(i64, n)
                 if op.parent is not None and op.parent.name == "func.func":
                     by_op[str(op.name)] += n
@@ -56,6 +61,10 @@ class AnnotateFlopsPass(Pass):
 
             func_op.walk(visit)
             total = sum(by_op.values())
+            if too_large or total > _I64_MAX:
+                op, n = too_large[0] if too_large else (func_op, total)
+                ctx.fail(f"{self.NAME}: '{op.name}' has {n:.3e} FLOPs, more than alpa.flops (i64) can hold: "
+                         "shapes this large cannot be planned", op.location)
             func_op.attributes[FLOPS_ATTR] = ir.IntegerAttr.get(i64, total)
             summary[name] = {"total": total, "by_op": dict(sorted(by_op.items()))}
         if self.report:

@@ -12,11 +12,12 @@ from typing import Any, ClassVar
 
 from jax.extend.mlir import ir
 
+from alpa_mlir.dialect_utils import shardy
 from alpa_mlir.dialect_utils.attributes import donated_args
 from alpa_mlir.dialect_utils.graph import FunctionGraph, OpNode, ValueNode
 from alpa_mlir.dialect_utils.op_factors import FactorTable, factor_rules
 from alpa_mlir.dialect_utils.output_files import write_atomically
-from alpa_mlir.dialect_utils.shardy import strip_shardings
+from alpa_mlir.dialect_utils.shardy import MANUAL_COMPUTATION, strip_shardings
 
 from .inlined_main import inlined_main
 from .options import format_value
@@ -52,7 +53,9 @@ class ShardingFormat(enum.Enum):
 DEFAULT_TIME_LIMIT = 300.0
 """Seconds: no solver runs unbounded by default (CP-SAT took minutes on GPT tiny, 2x4;
 HiGHS solves GPT 125M, 2x4, in 12 s). At the limit the best plan found is kept, with a
-warning."""
+warning that says how far the solver's lower bound is below its cost (GPT tiny, 2x4,
+cp-sat with its 8 default workers on 2 cores, time-limit=10: 2.3x HiGHS's optimum, bound
+72% below the plan's cost)."""
 MAX_TIME_LIMIT = 1e7
 """Seconds (about 4 months): the largest limit the solvers take (they count milliseconds)."""
 
@@ -102,7 +105,8 @@ class AutoShardingPass(ClusterOptions, StepArgOptions, Pass):
         default=False,
         metadata={"help": "reduce-scatter partial sums instead of all-reducing them (ZeRO-2 gradients)"},
     )
-    solver: SolverChoice = field(default=SolverChoice.AUTO, metadata={"help": "ILP solver"})
+    solver: SolverChoice = field(
+        default=SolverChoice.AUTO, metadata={"help": "ILP solver (auto: HiGHS; cp-sat runs 8 workers)"})
     time_limit: float | None = field(
         default=DEFAULT_TIME_LIMIT,
         metadata={"help": "solver time limit, s (best incumbent after it); none: no limit"},
@@ -131,6 +135,7 @@ class AutoShardingPass(ClusterOptions, StepArgOptions, Pass):
         cluster = self.cluster_spec()
         mesh = self.logical_mesh()
         func = inlined_main(module, ctx, self.NAME)
+        self._check_manual_meshes(module, mesh, ctx)
         strip_shardings(module)
         graph = FunctionGraph(func)
         factors = factor_rules(module)
@@ -146,6 +151,10 @@ class AutoShardingPass(ClusterOptions, StepArgOptions, Pass):
         sg = problem.build(graph, rule_ctx, frozenset(aliases), layouts, op_strategies)
         for node in sg.fallbacks:
             assert node.op is not None
+            if node.op.name == MANUAL_COMPUTATION:
+                ctx.remark("a shard_map region (sdy.manual_computation) is kept as written: its "
+                           "operands and results are replicated around it", node.op.location)
+                continue
             ctx.warning(f"no sharding rule for {fallback_name(node.op)}: it runs replicated", node.op.location)
         for loop in sg.unknown_trip_counts:
             ctx.warning(
@@ -161,8 +170,13 @@ class AutoShardingPass(ClusterOptions, StepArgOptions, Pass):
                         f"{memory:.0f} of cluster {cluster.name}: planning again within them", func.location)
             solution = self._solve(ctx, func, problem.to_problem(sg, pairs, memory), memory)
         if solution.status is not SolveStatus.OPTIMAL:
+            gap = solution.gap
+            how_far = ("the solver gave no lower bound" if gap is None else
+                       f"the solver's lower bound is {100 * gap:.1f}% below its cost "
+                       f"({solution.bound:.4g} vs {solution.objective:.4g})")
             ctx.warning(
-                f"the ILP solver stopped at its time limit ({self.time_limit} s): the plan is the best found, not proven optimal",
+                f"the ILP solver stopped at its time limit ({self.time_limit} s): the plan is the best "
+                f"found, not proven optimal; {how_far}",
                 func.location,
             )
         writer = annotate.write_gspmd if self.sharding_format is ShardingFormat.GSPMD else annotate.write_sdy
@@ -240,6 +254,24 @@ class AutoShardingPass(ClusterOptions, StepArgOptions, Pass):
 
         return narrow
 
+    def _check_manual_meshes(self, module: ir.Module, mesh: LogicalMesh, ctx: PassContext) -> None:
+        """shard_map regions keep their mesh, so the plan must be made on that mesh."""
+        ours = annotate.sdy_mesh(mesh)
+        found = shardy.meshes(module)
+        for name, op in shardy.manual_meshes(module).items():
+            theirs = found.get(name)
+            if theirs is None:
+                ctx.fail(f"{self.NAME}: a shard_map region (sdy.manual_computation) names mesh @{name}, "
+                         "which the module does not define", op.location)
+            if name != annotate.MESH_NAME or (theirs.shape, theirs.axis_names) != (ours.shape, ours.axis_names):
+                ctx.fail(
+                    f"{self.NAME}: a shard_map region (sdy.manual_computation) runs on mesh @{name} "
+                    f"{theirs.text()}, and the plan's mesh @{annotate.MESH_NAME} is {ours.text()}: plan "
+                    f"on the region's mesh (mesh={'x'.join(map(str, theirs.shape))} "
+                    f"mesh-axes={','.join(theirs.axis_names)})"
+                    + ("" if name == annotate.MESH_NAME else f", after renaming @{name} to @{annotate.MESH_NAME}"),
+                    op.location)
+
     def _mesh_shape(self, cluster: ClusterSpec) -> MeshShape:
         if self.mesh is not None:
             return self.mesh
@@ -308,7 +340,8 @@ def _report(p: AutoShardingPass, sg: problem.StrategyGraph, solution: Any, const
         "mesh": {"shape": list(mesh.shape), "axes": list(mesh.axis_names), "alpha": list(mesh.alpha), "beta": list(mesh.beta)},
         "options": {k: format_value(v) for k, v in p.changed_options().items() if k != "report"},
         "objective": solution.objective,
-        "solver": {"name": solution.solver, "status": solution.status.value, "seconds": solution.solve_seconds},
+        "solver": {"name": solution.solver, "status": solution.status.value, "seconds": solution.solve_seconds,
+                   "bound": solution.bound, "gap": solution.gap},
         "ilp": dataclasses.asdict(solution.stats),
         "ops": len(sg.graph.ops),
         "replicated_fallback_ops": sorted({fallback_name(n.op, quoted=False) for n in sg.fallbacks if n.op is not None}),

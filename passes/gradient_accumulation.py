@@ -33,12 +33,14 @@ class GradientAccumulationPass(StepArgOptions, Pass):
     sums; `alpa.num_microbatches = M` on @main, `alpa.kind` on the slices
     ("microbatches") and the zero accumulators ("accumulators").
     Algorithm: `pipeshard.microbatch` finds the batch axis of every value (union of the
-    dims each op relates, from dim 0 of the batch arguments) and the ops where the batch
-    ends; those must be sums (reduce-add, a contraction over the batch, scatter-add), so
+    dims each op relates, from dim 0 of the batch arguments; through a reshape that folds
+    the batch behind another dim too, as MoE routing lays out its top-k choices) and the
+    ops where the batch ends; those must be sums (reduce-add, a contraction over the batch, scatter-add), so
     accumulating them over microbatches gives the full-batch values exactly. Ops that
     mix examples otherwise (batch statistics, sorting or slicing over the batch) are
-    reported at their location; batch statistics are accepted with
-    allow-per-microbatch-statistics=true (each microbatch then normalizes with its own).
+    reported at their location; batch statistics and cumulative reductions along the
+    batch (MoE capacity positions) are accepted with allow-per-microbatch-statistics=true
+    (each microbatch then normalizes, or counts, with its own examples).
     Batch-shaped values that do not read the batch but differ from example to example
     (dropout masks drawn from a key argument, an iota over the batch) are computed once
     in @main for the whole batch and sliced like a batch argument, so each microbatch
@@ -55,7 +57,8 @@ class GradientAccumulationPass(StepArgOptions, Pass):
     num_microbatches: int = field(default=1, metadata={"help": "number of microbatches M (divides the batch)"})
     allow_per_microbatch_statistics: bool = field(
         default=False,
-        metadata={"help": "accept batch statistics (batch norm), computed per microbatch"},
+        metadata={"help": "accept batch statistics (batch norm) and cumulative sums over the "
+                          "batch (MoE capacity), computed per microbatch"},
     )
 
     def run(self, module: ir.Module, ctx: PassContext) -> None:

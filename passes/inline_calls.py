@@ -27,6 +27,7 @@ class InlineCallsPass(Pass):
 
     NAME: ClassVar[str] = "alpa-inline-calls"
     SUMMARY: ClassVar[str] = "inline func.call of functions defined in the module"
+    STATIC_SHAPES: ClassVar[bool] = False  # shapes are only copied
 
     keep_dead: bool = field(default=False, metadata={"help": "keep private functions left without callers"})
 

@@ -33,6 +33,7 @@ from alpa_mlir.dialect_utils.diagnostics import (
     from_mlir_error,
     source_loc,
 )
+from alpa_mlir.dialect_utils.types import first_dynamic
 
 from .options import (
     OptionError,
@@ -71,6 +72,9 @@ class Pass:
 
     NAME: ClassVar[str] = ""
     SUMMARY: ClassVar[str] = ""
+    STATIC_SHAPES: ClassVar[bool] = True
+    """The pass needs every shape static (sizes, costs, splits): a module with a
+    dynamic shape is refused before it runs (`require_static_shapes`)."""
 
     def run(self, module: ir.Module, ctx: PassContext) -> None:
         raise NotImplementedError
@@ -80,6 +84,8 @@ class Pass:
         raises PassFailure on error. Verifies the result."""
         ctx = PassContext(pass_name=self.NAME)
         with module.context, ir.Location.unknown(module.context):
+            if self.STATIC_SHAPES:
+                require_static_shapes(module, self.NAME)
             self.run(module, ctx)
         verify_module(module, self.NAME)
         return list(ctx.diagnostics.diagnostics)
@@ -136,6 +142,18 @@ def describe(cls: type[Pass]) -> str:
 
 def is_pass_class(obj: object) -> bool:
     return isinstance(obj, type) and issubclass(obj, Pass) and dataclasses.is_dataclass(obj)
+
+
+def require_static_shapes(module: ir.Module, pass_name: str) -> None:
+    """Raise PassFailure at the first value with a dynamic shape."""
+    found = first_dynamic(module.operation)
+    if found is not None:
+        raise PassFailure([Diagnostic(
+            Severity.ERROR,
+            f"{pass_name}: dynamic shapes are not supported: {found.what} is {found.type}; "
+            "export the step with concrete shapes (jax.jit(...).lower(...) on arrays, or "
+            "jax.export without symbolic dims)",
+            source_loc(found.location))])
 
 
 def verify_module(module: ir.Module, after: str) -> None:

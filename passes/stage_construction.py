@@ -110,7 +110,8 @@ class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
     stage_logical_shapes: tuple[MeshShape, ...] = field(
         default=(), metadata={"help": "stages=manual: DPxMP logical mesh per stage"})
     time_limit: float = field(default=30.0, metadata={"help": "seconds per layer ILP"})
-    allow_per_microbatch_statistics: bool = field(default=False, metadata={"help": "accept batch statistics"})
+    allow_per_microbatch_statistics: bool = field(
+        default=False, metadata={"help": "accept batch statistics and cumulative sums over the batch"})
     remat: bool = field(
         default=False, metadata={"help": "recompute each layer's forward in its backward (keep only layer inputs)"})
     shard_stages: bool = field(
@@ -147,6 +148,10 @@ class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
             ctx.fail(f"{self.NAME} needs alpa.layer on every op: run alpa-layer-construction first",
                      main.location)
         num_layers = int(ir.IntegerAttr(main.attributes[NUM_LAYERS_ATTR]).value)
+        for region in S.manual_computations(module)[:1]:
+            ctx.fail(f"{self.NAME}: a shard_map region (sdy.manual_computation) cannot be pipelined: "
+                     "its mesh is the whole job's, not a stage's; plan the step with "
+                     "alpa-auto-sharding on that mesh instead", region.location)
         strip_shardings(module)
         graph = FunctionGraph(remove_grad_markers(main))
         args = self.step_args(graph, ctx, main.location)

@@ -8,9 +8,16 @@ inputs, and modules this runtime cannot execute yet.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ExecutionError(Exception):
-    """Base class of every runtime error."""
+    """Base class of every runtime error. `location`: the `ir.Location` in the module the
+    error is about, where there is one (tools print it as file:line:col)."""
+
+    def __init__(self, message: str, location: Any = None) -> None:
+        super().__init__(message)
+        self.location = location
 
 
 class DeviceCountError(ExecutionError):

@@ -40,9 +40,25 @@ def random_array(spec: ArgSpec, rng: np.random.Generator) -> np.ndarray:
 
 
 def random_inputs(signature: Signature, seed: int = 0) -> list[np.ndarray]:
-    """One random array per argument of @main (deterministic for a seed)."""
+    """One random array per argument of @main (deterministic for a seed). Raises
+    InputMismatchError when they would not fit in this machine's memory."""
+    total = sum(spec.info.nbytes for spec in signature.args)
+    memory = machine_memory_bytes()
+    if memory is not None and 2 * total > memory:  # drawn in float64, then cast
+        raise InputMismatchError(
+            f"random inputs for @main's {len(signature.args)} argument(s) would take "
+            f"{total / 2**30:.3g} GiB, more than this machine's {memory / 2**30:.3g} GiB allow: "
+            "the module is too large to run here")
     rng = np.random.default_rng(seed)
     return [random_array(spec, rng) for spec in signature.args]
+
+
+def machine_memory_bytes() -> int | None:
+    """Physical memory of this machine (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _as_expected_dtype(array: np.ndarray, expected: np.dtype) -> np.ndarray:

@@ -72,7 +72,8 @@ def spmd_mesh(module: ir.Module) -> tuple[str, shardy.Mesh] | None:
     """The mesh an SPMD module runs on: its largest `sdy.mesh` (None without meshes).
 
     Every mesh of more than one device must have that same size: XLA compiles one
-    program for one device count.
+    program for one device count. A `mhlo.num_partitions` other than 1 (a single-device
+    export's) must be that size too.
     """
     found = shardy.meshes(module)
     if not found:
@@ -84,4 +85,13 @@ def spmd_mesh(module: ir.Module) -> tuple[str, shardy.Mesh] | None:
                 f"meshes of different sizes: @{name} has {mesh.size} devices, "
                 f"@{other_name} has {other.size}; one SPMD program runs on one device count"
             )
+    attrs = module.operation.attributes
+    if "mhlo.num_partitions" in attrs:
+        n = int(ir.IntegerAttr(attrs["mhlo.num_partitions"]).value)
+        # 1 is what a single-device export carries before shardings are added to it: unset.
+        if n not in (1, mesh.size):
+            raise UnsupportedModuleError(
+                f"mhlo.num_partitions = {n} disagrees with mesh @{name} {mesh.text()} "
+                f"({mesh.size} devices): set it to {mesh.size} or remove it",
+                module.operation.location)
     return name, mesh

@@ -22,7 +22,8 @@ from jax.extend.mlir import ir
 
 from alpa_mlir.dialect_utils import context, shardy
 
-from .spmd import CompileSettings, Program, compile_program
+from .errors import DeviceCountError
+from .spmd import CompileSettings, Program, compile_program, required_devices
 
 # Default (rtol, atol) by numpy dtype name; other floats use the f32 pair.
 FLOAT_TOLERANCES: dict[str, tuple[float, float]] = {
@@ -151,7 +152,8 @@ def compare_outputs(
 
 
 def reference_module(module: ir.Module) -> ir.Module:
-    """A copy of `module` without any sdy annotation: the unpartitioned program."""
+    """A copy of `module` without any sdy annotation: the unpartitioned program (shard_map
+    regions, the user's own parallel program, are kept with their meshes)."""
     copy = context.clone_module(module)
     shardy.strip_shardings(copy)
     return copy
@@ -160,5 +162,19 @@ def reference_module(module: ir.Module) -> ir.Module:
 def compile_reference(
     module: ir.Module, device: jax.Device, settings: CompileSettings | None = None
 ) -> Program:
-    """The unpartitioned module compiled for one device."""
-    return compile_program(reference_module(module), [device], settings)
+    """The unpartitioned module compiled for one device; a module with shard_map regions
+    on the devices of their mesh (starting at `device`, everything else replicated)."""
+    reference = reference_module(module)
+    return compile_program(reference, reference_devices(reference, device), settings)
+
+
+def reference_devices(reference: ir.Module, device: jax.Device) -> list[jax.Device]:
+    """`device`, or as many devices of its platform as the kept shard_map meshes need."""
+    n = required_devices(reference)
+    if n == 1:
+        return [device]
+    pool = [d for d in jax.devices(device.platform) if d.id >= device.id]
+    if len(pool) < n:
+        raise DeviceCountError(f"the module's shard_map regions run on {n} devices; "
+                               f"{len(pool)} are available from device {device.id}")
+    return pool[:n]

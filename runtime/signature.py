@@ -90,19 +90,21 @@ def main_func(module: ir.Module) -> ir.Operation:
         raise DiagnosticError.single(str(err), loc) from None
 
 
-def _checked_info(t: ir.Type, what: str) -> TensorInfo:
+def _checked_info(t: ir.Type, what: str, where: ir.Location) -> TensorInfo:
     try:
         info = tensor_info(t)
     except ValueError as err:
-        raise UnsupportedModuleError(f"{what}: {err}") from None
+        raise UnsupportedModuleError(f"{what}: {err}", where) from None
     if info.dtype == "token":
-        raise UnsupportedModuleError(f"{what}: token values are not supported")
+        raise UnsupportedModuleError(f"{what}: token values are not supported", where)
     if any(d < 0 for d in info.shape):
-        raise UnsupportedModuleError(f"{what}: dynamic shape {t} is not supported")
+        raise UnsupportedModuleError(
+            f"{what}: dynamic shape {t} is not supported; export the step with concrete shapes "
+            "(jax.jit(...).lower(...) on arrays, or jax.export without symbolic dims)", where)
     try:
         info.numpy_dtype()
     except ValueError as err:
-        raise UnsupportedModuleError(f"{what}: {err}") from None
+        raise UnsupportedModuleError(f"{what}: {err}", where) from None
     return info
 
 
@@ -118,13 +120,16 @@ def read_signature(module: ir.Module) -> Signature:
     func_op = main_func(module)
     ftype = ir.FunctionType(ir.TypeAttr(func_op.attributes["function_type"]).value)
     arg_attrs = shardy.arg_attrs(func_op)
+    entry = func_op.regions[0].blocks
+    arg_locs = [a.location for a in entry[0].arguments] if len(entry) else [func_op.location] * len(ftype.inputs)
     args = []
     for i, t in enumerate(ftype.inputs):
         donated, aliased = donation(arg_attrs[i])
-        args.append(ArgSpec(i, _checked_info(t, f"argument {i} of @main"),
+        args.append(ArgSpec(i, _checked_info(t, f"argument {i} of @main", arg_locs[i]),
                             shardy.arg_sharding(func_op, i), donated, aliased))
     results = tuple(
-        ResultSpec(i, _checked_info(t, f"result {i} of @main"), shardy.result_sharding(func_op, i))
+        ResultSpec(i, _checked_info(t, f"result {i} of @main", func_op.location),
+                   shardy.result_sharding(func_op, i))
         for i, t in enumerate(ftype.results)
     )
     return Signature(tuple(args), results)

@@ -30,6 +30,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+import jax
 import numpy as np
 from jax.extend.mlir import ir
 
@@ -156,7 +157,12 @@ def _device_count(args: argparse.Namespace, loaded: LoadedModule) -> int:
         found = spmd_mesh(loaded.module)
         mesh = f"mesh @{found[0]} {found[1].text()}" if found else "module"
         raise UsageError(f"the {mesh} needs {needed} devices, but --devices is {args.devices}")
-    return int(args.devices)
+    if args.devices > needed:
+        found = spmd_mesh(loaded.module)
+        what = f"its mesh @{found[0]} {found[1].text()} runs" if found else "it runs"
+        print(f"{PROG}: warning: --devices {args.devices} is more than {loaded.name} uses: "
+              f"{what} on {needed} device{'s' if needed > 1 else ''}", file=sys.stderr)
+    return needed
 
 
 # Above this many arguments / outputs, print a summary unless --verbose.
@@ -336,8 +342,6 @@ def run_pipeline(args: argparse.Namespace, loaded: LoadedModule, out: TextIO) ->
                              cache_dir=args.cache_dir)
     for warning in exe.warnings:
         print(f"{loaded.name}: warning: {warning}", file=sys.stderr)
-    for warning in exe.warnings:
-        print(f"{loaded.name}: warning: {warning}", file=sys.stderr)
     print(f"module: {loaded.name} (mpmd)", file=out)
     for p, mesh in zip(exe.placements, program.meshes, strict=True):
         axes = " ".join(f"{a.name}={a.size}" for a in mesh.axes) or "(no axes)"
@@ -421,14 +425,34 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     _check_output_paths(args)
     loaded = read_module(args.module, context.make_context())
     _check_main(loaded)
-    # Dispatch on the module kind.
-    if module_kind(loaded.module) is ModuleKind.MPMD:
-        if args.executor == "pipeline":
-            return run_pipeline(args, loaded, out)
+    # 64-bit arguments (f64, i64) stay 64-bit only with JAX's x64 mode on.
+    with jax.enable_x64(_has_64_bit_values(loaded)):
+        if module_kind(loaded.module) is ModuleKind.MPMD:
+            if args.executor == "pipeline":
+                return run_pipeline(args, loaded, out)
+            _pipeline_flags_only_for_mpmd(args)
+            return run_mpmd(args, loaded, out)
         _pipeline_flags_only_for_mpmd(args)
-        return run_mpmd(args, loaded, out)
-    _pipeline_flags_only_for_mpmd(args)
-    return run_spmd(args, loaded, out)  # PLAIN, SPMD and GSPMD
+        return run_spmd(args, loaded, out)  # PLAIN, SPMD and GSPMD
+
+
+def _has_64_bit_values(loaded: LoadedModule) -> bool:
+    """@main takes or returns a 64-bit element type."""
+    t = ir.FunctionType(ir.TypeAttr(functions(loaded.module)["main"].attributes["function_type"]).value)
+    return any(_bits(x) == 64 for x in (*t.inputs, *t.results))
+
+
+def _bits(t: ir.Type) -> int:
+    if not isinstance(t, ir.RankedTensorType):
+        return 0
+    e = t.element_type
+    if isinstance(e, ir.ComplexType):
+        return 64 if isinstance(e.element_type, ir.F64Type) else 32
+    return getattr(e, "width", 0)
+
+
+def _buffer_name(args: argparse.Namespace) -> str:
+    return STDIN_NAME if args.module == "-" else args.module
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -439,9 +463,13 @@ def main(argv: list[str] | None = None) -> int:
     except DiagnosticError as e:
         if args.debug:
             raise
-        name = STDIN_NAME if args.module == "-" else args.module
         for diag in e.diagnostics:
-            print(diag.format(name), file=err)
+            print(diag.format(_buffer_name(args)), file=err)
+        return 1
+    except MemoryError as e:
+        if args.debug:
+            raise
+        print(f"{PROG}: error: out of memory{': ' + str(e) if str(e) else ''}", file=err)
         return 1
     except BrokenPipeError:  # stdout closed early (`| head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -449,7 +477,11 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ExecutionError) as e:
         if args.debug:
             raise
-        print(f"{PROG}: error: {e}", file=err)
+        loc = source_loc(getattr(e, "location", None))
+        if loc is not None:  # an error about a place in the module: file:line:col
+            print(Diagnostic(Severity.ERROR, str(e), loc).format(_buffer_name(args)), file=err)
+        else:
+            print(f"{PROG}: error: {e}", file=err)
         return 1
     except Exception as e:  # a bug of ours: say so plainly, traceback only with --debug
         if args.debug:

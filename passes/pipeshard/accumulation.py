@@ -20,7 +20,8 @@ types, splat constants, full slices along the batch); constants such as 1/B are 
 so summing the microbatch terms gives the full-batch value. Accepted statistics
 (`MicrobatchSplit.statistics`) are scaled by M where per-example work reads them: a
 sum over a microbatch divided by the full batch's count is 1/M of the microbatch mean.
-Op attributes (`alpa.layer`, `alpa.phase`) travel with the clones.
+Accepted cumulative reductions (`MicrobatchSplit.cumulative`) get a window, and padding,
+of the microbatch's size. Op attributes (`alpa.layer`, `alpa.phase`) travel with the clones.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from jax.extend.mlir import ir
 from jax.extend.mlir.dialects import func, stablehlo
 
@@ -41,7 +43,7 @@ from alpa_mlir.dialect_utils.attributes import (
 from alpa_mlir.dialect_utils.graph import FunctionGraph, OpNode, ValueNode, functions
 from alpa_mlir.dialect_utils.inlining import remap_operands
 
-from .microbatch import MicrobatchError, MicrobatchSplit
+from .microbatch import MicrobatchError, MicrobatchSplit, window_padding
 from .step_analysis import op_inputs
 
 
@@ -169,6 +171,15 @@ def _fix_attributes(clone: ir.Operation, node: OpNode, split: MicrobatchSplit) -
         sizes = list(node.int_array("slice_sizes") or ())
         sizes[d] //= m
         clone.attributes["slice_sizes"] = ir.DenseI64ArrayAttr.get(sizes)
+    elif node.index in split.cumulative and d is not None:
+        window = list(node.int_array("window_dimensions") or ())
+        padding = window_padding(node)
+        window[d] //= m
+        low, high = padding[d]
+        padding[d] = (window[d] - 1 if low else 0, window[d] - 1 if high else 0)
+        clone.attributes["window_dimensions"] = ir.DenseI64ArrayAttr.get(window)
+        clone.attributes["padding"] = ir.DenseIntElementsAttr.get(
+            np.asarray(padding, dtype=np.int64), type=ir.IntegerType.get_signless(64))  # type: ignore[call-overload]
     elif name == "stablehlo.gather":
         operand = node.operands[0]
         od = split.dims.get(operand.value)

@@ -9,8 +9,11 @@ Algorithm
 ---------
 1. Batch axes (`sharding.batch_dims.batch_axes`): the dims the ops' factors link to
    dim 0 of the batch arguments (union-find over (value, dim)), so cotangent seeds and
-   masks built from constants join the batch too, not only what flows forward from it.
-   A value with two dims in the component is rejected.
+   masks built from constants join the batch too, not only what flows forward from it;
+   and the dims a reshape folded the batch into behind another dim (MoE's
+   [top-k choice x tokens] layout: `folded`), which shrink by M like the others. A value
+   with two batch dims, and an argument that meets the batch without being a batch
+   argument, are rejected.
 2. Parts. HOISTED = batch-shaped ops that do not read the batch arguments but differ
    from example to example (an iota over the batch, what is computed from it: the
    counters and bits of a dropout mask; ops the per-example checks refuse, such as
@@ -25,8 +28,10 @@ Algorithm
    scatter-add into zeros. Core ops whose attributes pick examples (a slice, a sort, a
    reverse, a window along the batch, a non-splat constant) are rejected, as are ops with
    no rule (custom_call, while, rng). A sum whose result feeds per-example work again is
-   a cross-example statistic (batch norm): rejected unless `allow_statistics` (or M = 1,
-   where the one microbatch is the batch).
+   a cross-example statistic (batch norm), and a reduce_window whose window spans the
+   batch a cumulative reduction (a cumsum over the tokens of all examples: MoE capacity
+   positions): both rejected unless `allow_statistics` (or M = 1, where the one
+   microbatch is the batch), and then computed per microbatch.
 4. Boundary. The sums that the apply part reads: accumulated over microbatches, they
    equal the full-batch values exactly (constants such as 1/B stay as they were, so a
    mean over the batch is the sum of the microbatch terms). FEED ops that the apply part
@@ -59,19 +64,20 @@ _KNOWN = ELEMENTWISE | frozenset(
               "reduce_precision", "optimization_barrier", "broadcast_in_dim", "transpose",
               "reshape", "dot_general", "convolution", "reduce", "gather", "scatter", "iota",
               "constant", "bitcast_convert")
-) | {"sdy.sharding_constraint"}
+) | {"sdy.sharding_constraint", "chlo.top_k"}
 
 
 class MicrobatchError(ValueError):
     """The step cannot be split into microbatches; `op` (if any) is the culprit."""
 
-    def __init__(self, message: str, op: OpNode | None = None) -> None:
+    def __init__(self, message: str, op: OpNode | None = None, where: ir.Location | None = None) -> None:
         super().__init__(message)
         self.op = op
+        self.where = where
 
     @property
     def location(self) -> ir.Location | None:
-        return None if self.op is None else self.op.location
+        return self.where if self.op is None else self.op.location
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,10 @@ class MicrobatchSplit:
     """Sums over the batch that the apply part (or the function's results) reads."""
     statistics: tuple[int, ...]
     """Sums whose results also feed per-example work (accepted with allow_statistics)."""
+    cumulative: tuple[int, ...] = ()
+    """Cumulative reductions along the batch (a cumsum over the tokens of all examples:
+    MoE capacity positions), accepted with allow_statistics: each microbatch runs them
+    over its own examples (`accumulation` shrinks their windows)."""
     hoisted: tuple[int, ...] = ()
     """Batch-shaped ops that do not read the batch (dropout bits from a key, example
     indices): run once in the apply part on the whole batch; the microbatch part reads
@@ -131,6 +141,13 @@ def analyze_microbatches(
     if not args:
         raise MicrobatchError("no batch arguments: name them with batch-args=")
     dims = _batch_axes(graph, args)
+    for arg in graph.args:
+        if arg.index not in args and arg.value in dims:
+            raise MicrobatchError(
+                f"argument {arg.index} (tensor<{_type_text(arg)}>) meets the batch on its dim "
+                f"{dims[arg.value]}, but it is not a batch argument (those are "
+                f"{', '.join(map(str, args))}): name the batch arguments with batch-args=",
+                where=arg.value.location)
     _check_sizes(graph, args, dims, num_microbatches)
     inputs = [op_inputs(graph, node) for node in graph.ops]
     carrying = {
@@ -148,7 +165,17 @@ def analyze_microbatches(
     live_ends = {i for i in ends if users[i] or _returned(graph, i)}
     for i in sorted(live_ends):
         _check_sum(graph, graph.ops[i], dims)
+    cumulative = []
     for i in sorted(carrying):
+        if _cumulative(graph.ops[i], dims):
+            if not allow_statistics and num_microbatches > 1:
+                raise MicrobatchError(
+                    f"'{graph.ops[i].name}' is a cumulative reduction along the batch (a cumsum "
+                    "over the examples, or over the tokens of all examples as in MoE capacity "
+                    "positions): each microbatch would count only its own examples; pass "
+                    "allow-per-microbatch-statistics=true to accept that", graph.ops[i])
+            cumulative.append(i)
+            continue
         _check_core(graph.ops[i], dims)
     feed = ancestors(inputs, core) - core - hoisted
     after_end = _descendants(users, ends)
@@ -207,6 +234,7 @@ def analyze_microbatches(
         inputs=tuple(used),
         boundary=tuple(boundary),
         statistics=tuple(statistics),
+        cumulative=tuple(cumulative),
         hoisted=tuple(sorted(hoisted)),
     )
 
@@ -221,12 +249,18 @@ def _batch_axes(graph: FunctionGraph, batch_args: Sequence[int]) -> dict[ir.Valu
                                   f"{len(graph.args)} arguments")
         if graph.args[a].info.rank == 0:
             raise MicrobatchError(f"batch argument {a} is a scalar: it has no batch dim")
-    found = batch_axes(graph, batch_args)
+    found = batch_axes(graph, batch_args, folded=True)
     for twice in found.conflicts:
         raise MicrobatchError(
             f"a value of type tensor<{_type_text(twice.value)}> has two batch dims "
             f"({twice.first} and {twice.second})", twice.where)
-    return found.dims
+    for bad in found.folded_conflicts:
+        raise MicrobatchError(
+            f"'{bad.where.name}' finds the batch of tensor<{_type_text(bad.value)}> at another "
+            "place than its other operands and results do (a reshape that splits the examples "
+            "or interleaves them differently): gradient accumulation cannot follow them",
+            bad.where)
+    return {**found.dims, **found.folded}
 
 
 def _check_sizes(
@@ -318,6 +352,30 @@ def _example_specific(node: OpNode, reads: Sequence[ValueNode], dims: Mapping[ir
 # ----------------------------------------------------------------------------- checks
 
 
+def _cumulative(node: OpNode, dims: Mapping[ir.Value, int]) -> bool:
+    """`node` is a reduce_window whose window spans the whole batch dim, padded on one
+    side by all but one element, with unit strides and dilations: a cumulative reduction
+    (cumsum, cummax; forward or reversed) along the batch."""
+    if node.name != "stablehlo.reduce_window":
+        return False
+    d = dims.get(node.results[0].value)
+    if d is None:
+        return False
+    size = node.operands[0].info.shape[d]
+    window = node.int_array("window_dimensions") or ()
+    pads = window_padding(node)
+    unit = all(
+        (node.int_array(a) or (1,) * len(window))[d] == 1
+        for a in ("window_strides", "base_dilations", "window_dilations"))
+    return unit and window[d] == size and pads[d] in ((size - 1, 0), (0, size - 1))
+
+
+def window_padding(node: OpNode) -> list[tuple[int, int]]:
+    """A reduce_window's (low, high) padding per dim."""
+    flat = node.int_array("padding") or (0,) * (2 * node.operands[0].info.rank)
+    return [(flat[k], flat[k + 1]) for k in range(0, len(flat), 2)]
+
+
 def _check_core(node: OpNode, dims: Mapping[ir.Value, int]) -> None:
     """A per-example op must treat the examples independently."""
     name = node.name
@@ -342,6 +400,8 @@ def _check_core(node: OpNode, dims: Mapping[ir.Value, int]) -> None:
         raise _mixes("'stablehlo.reverse' reverses the order of the examples (a flip of the batch dim)", node)
     elif name == "stablehlo.sort" and node.int_attr("dimension") == d:
         raise _mixes("'stablehlo.sort' sorts over the batch (a sort, argsort or top-k across examples)", node)
+    elif name == "chlo.top_k" and d == out.info.rank - 1:
+        raise _mixes("'chlo.top_k' picks the top examples of the batch (top-k across examples)", node)
     elif name in ("stablehlo.reduce_window", "stablehlo.select_and_scatter"):
         window = node.int_array("window_dimensions") or ()
         strides = node.int_array("window_strides") or ()
@@ -410,6 +470,8 @@ def _check_sum(graph: FunctionGraph, node: OpNode, dims: Mapping[ir.Value, int])
     """Where the batch ends, the op must sum over it."""
     name = node.name
     carrying = [(o, dims[o.value]) for o in node.operands if o.value in dims]
+    if name not in _KNOWN and not elementwise_chlo(node.op):
+        raise MicrobatchError(f"gradient accumulation has no rule for '{name}' on per-example values", node)
     if name == "stablehlo.reduce":
         n = len(node.operands) // 2
         if (n == 1 and _is_add_body(node.op) and _is_zero(graph, node.operands[1])
@@ -442,11 +504,10 @@ def _check_sum(graph: FunctionGraph, node: OpNode, dims: Mapping[ir.Value, int])
             "'stablehlo.scatter' over the batch is not a scatter-add into zeros", node)
     elif name == "stablehlo.reshape" and carrying:
         raise MicrobatchError(
-            "'stablehlo.reshape' folds the batch behind another dim (after a transpose, say), "
-            "so its result interleaves the examples: code that treats the tokens of the whole "
-            "batch as one sequence (MoE routing with a capacity and a cumulative sum over all "
-            "the batch's tokens) computes something else per microbatch; group such work per "
-            "example (or per microbatch) in the model, or run without microbatches", node)
+            "'stablehlo.reshape' splits the batch dim over several dims (or merges it with "
+            "part of another), so no dim of its result holds whole examples: a microbatch's "
+            "examples are not a block of it; reshape whole examples (or whole dims) only, or "
+            "run without microbatches", node)
     elif name in _PICKS and carrying:
         raise _mixes(_PICKS[name], node)
     elif name in _KNOWN and carrying:

@@ -34,11 +34,15 @@ def microbatch_split(graph: FunctionGraph, main: ir.Operation, ctx: PassContext,
                                      marked=marked)
     except MicrobatchError as e:
         ctx.fail(f"{pass_name}: {e}", e.location or main.location)
-    if split.statistics and num_microbatches > 1:
+    per_microbatch = [*split.statistics, *split.cumulative]
+    if per_microbatch and num_microbatches > 1:
+        what = [f"{len(split.statistics)} batch statistics"] if split.statistics else []
+        if split.cumulative:
+            what.append(f"{len(split.cumulative)} cumulative reductions along the batch")
         ctx.warning(
-            f"{len(split.statistics)} batch statistics are computed per microbatch "
+            f"{' and '.join(what)} are computed per microbatch "
             "(allow-per-microbatch-statistics=true): results differ from the full-batch step",
-            graph.ops[split.statistics[0]].location)
+            graph.ops[min(per_microbatch)].location)
     return split
 
 

@@ -20,12 +20,22 @@ ops, which have no rule:
 The batch is the connected component of the batch arguments' dim 0, so cotangent seeds
 and masks built from constants that meet per-example values join it too, not only what
 flows forward from the batch.
+
+*Folded* batch dims (`batch_axes(..., folded=True)`, read by gradient accumulation): a
+reshape can fold the batch behind another dim (`[k, B*T, E] -> [k*B*T, E]`, MoE
+routing), so that dim's major factor is not the batch and the union-find above does not
+reach it. Those are found by following the batch *factor* through the ops' rules: a
+value's batch position is (dim, inner), the dim holding the batch and the size of what
+lies inside each example's block of it (`T` above); in an op, the factor that covers
+that block carries it to the other operands and results, each at the dim holding that
+factor and the inner size of the factors after it. Iterated to a fixpoint, forward and
+backward. A value reached at two positions is reported.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from jax.extend.mlir import ir
 
@@ -68,16 +78,30 @@ class TwoBatchDims:
 
 
 @dataclass(frozen=True)
+class FoldedTwice:
+    """An op that meets the batch at two positions of one value (folded dims)."""
+
+    value: ValueNode
+    where: OpNode
+
+
+@dataclass(frozen=True)
 class BatchAxes:
     dims: dict[ir.Value, int]  # every batch-carrying value (nested ones too) -> its batch dim
     conflicts: tuple[TwoBatchDims, ...]  # values with two batch dims (the first one is kept)
+    folded: dict[ir.Value, int] = field(default_factory=dict)
+    """Top-level values whose batch is folded behind another dim -> that dim (only when
+    asked for; disjoint from `dims`)."""
+    folded_conflicts: tuple[FoldedTwice, ...] = ()
 
 
 def batch_axes(graph: FunctionGraph, batch_args: Iterable[int],
-               factors: FactorTable | None = None) -> BatchAxes:
+               factors: FactorTable | None = None, *, folded: bool = False) -> BatchAxes:
     """The batch dims of every value of `graph` (regions included) linked to dim 0 of
     the batch arguments (module docstring). `factors`: the module's op rules (read from
-    the module when not given)."""
+    the module when not given). `folded`: also the top-level values whose batch is
+    folded behind another dim."""
+    batch_args = list(batch_args)
     table = factor_rules(graph.func_op) if factors is None else factors
     links = DimLinks()
     for graph_of, node in _ops(graph):
@@ -93,7 +117,13 @@ def batch_axes(graph: FunctionGraph, batch_args: Iterable[int],
                 conflicts.append(TwoBatchDims(value, dims[value.value], d, graph_of.producer(value)))
                 continue
             dims[value.value] = d
-    return BatchAxes(dims, tuple(conflicts))
+    if not folded:
+        return BatchAxes(dims, tuple(conflicts))
+    sizes = {graph.args[a].info.shape[0] for a in batch_args if graph.args[a].info.rank}
+    if len(sizes) != 1:
+        return BatchAxes(dims, tuple(conflicts))
+    more, twice = _folded(graph, table, dims, sizes.pop())
+    return BatchAxes(dims, tuple(conflicts), more, twice)
 
 
 def batch_dims(graph: FunctionGraph, batch_args: Iterable[int],
@@ -176,3 +206,97 @@ def _link_factors(links: DimLinks, node: OpNode, rule: OpFactors) -> None:
     for (major, _), axis in by_size.items():
         for other in spanning.get(major, ()):
             links.union(axis, other)
+
+
+# ----------------------------------------------------------------------------- folded
+
+Position = tuple[int, int]  # (dim holding the batch, size inside each example's block)
+
+
+def _folded(graph: FunctionGraph, table: FactorTable, dims: dict[ir.Value, int], batch: int
+            ) -> tuple[dict[ir.Value, int], tuple[FoldedTwice, ...]]:
+    """The top-level values whose batch a reshape folded behind another dim (module
+    docstring): value -> dim, and the ops that meet a value at two positions."""
+    position: dict[ir.Value, Position] = {}
+    for v in (*graph.args, *(r for node in graph.ops for r in node.results)):
+        d = dims.get(v.value)
+        if d is not None and v.info.shape[d] % batch == 0:
+            position[v.value] = (d, v.info.shape[d] // batch)
+    twice: dict[ir.Value, FoldedTwice] = {}
+    changed = True
+    while changed:
+        changed = False
+        for node in graph.ops:
+            carried = _carried(node, table.get(node.op), position, batch)
+            if carried is None:  # the positions of its values disagree
+                carried = [(v, (-1, 0)) for v in (*node.operands, *node.results) if v.value in position]
+            for v, p in carried:
+                if v.value not in position:
+                    position[v.value] = p
+                    changed = True
+                elif position[v.value] != p and v.value not in dims and v.value not in twice:
+                    twice[v.value] = FoldedTwice(v, node)
+    more = {v: p[0] for v, p in position.items() if v not in dims}
+    return more, tuple(twice.values())
+
+
+def _carried(node: OpNode, rule: OpFactors | None, position: dict[ir.Value, Position],
+             batch: int) -> list[tuple[ValueNode, Position]] | None:
+    """Where `node` carries the batch of its positioned values to its other values; None
+    when those values hold it at places that no one factor of the op covers."""
+    values = [*node.operands, *node.results]
+    if node.name == control_flow.OPTIMIZATION_BARRIER:
+        pairs = list(zip(node.operands, node.results, strict=True))
+        pairs += [(b, a) for a, b in pairs]
+        return [(b, position[a.value]) for a, b in pairs if a.value in position]
+    if rule is None:
+        return []
+    tensors = rule.tensors()
+    if len(tensors) != len(values) or any(v.info.rank != len(t) for v, t in zip(values, tensors, strict=True)):
+        return []
+    covering: tuple[int, int] | None = None  # (factor, batch block's inner size inside it)
+    for v, tensor in zip(values, tensors, strict=True):
+        p = position.get(v.value)
+        if p is None or not _exact(rule, tensor[p[0]], v.info.shape[p[0]]):
+            continue
+        found = _covering_factor(rule, tensor[p[0]], p[1], batch)
+        if found is None or (covering is not None and found != covering):
+            return None
+        covering = found
+    if covering is None:
+        return []
+    factor, inside = covering
+    out: list[tuple[ValueNode, Position]] = []
+    for v, tensor in zip(values, tensors, strict=True):
+        for d, dim in enumerate(tensor):
+            if factor in dim and _exact(rule, dim, v.info.shape[d]):
+                after = dim[dim.index(factor) + 1:]
+                out.append((v, (d, inside * _product(rule.sizes[f] for f in after))))
+    return out
+
+
+def _exact(rule: OpFactors, dim: tuple[int, ...], size: int) -> bool:
+    """`dim`'s factors make up its size (not so where a slice or pad changes it)."""
+    return _product(rule.sizes[f] for f in dim) == size
+
+
+def _covering_factor(rule: OpFactors, dim: tuple[int, ...], inner: int, batch: int
+                     ) -> tuple[int, int] | None:
+    """The factor of `dim` that holds the whole batch block (`batch` examples of `inner`
+    elements each), and the block's inner size measured inside that factor."""
+    after = 1
+    for f in reversed(dim):
+        size = rule.sizes[f]
+        if inner % after == 0 and (size * after) % (batch * inner) == 0 and after <= inner:
+            return f, inner // after
+        after *= size
+        if after > inner:
+            return None
+    return None
+
+
+def _product(values: Iterable[int]) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out

@@ -215,18 +215,29 @@ class IlpProblem:
             raise ValueError(f"memory_budget: got {self.memory_budget}, expected >= 0 or None")
 
 
+CP_SAT_WORKERS = 8
+"""CP-SAT's default worker count (its portfolio search needs several workers)."""
+
+
 @dataclass(frozen=True)
 class SolverOptions:
     solver: Solver = Solver.AUTO  # backend; AUTO = HiGHS, else SCIP, else CBC
     time_limit: float | None = None  # seconds; the best incumbent is returned at the limit
-    threads: int = 1  # solver threads (CBC ignores it); 1 keeps runs reproducible
+    threads: int | None = None
+    """Solver threads (CBC ignores it). None: 1 (reproducible runs), except CP-SAT, which
+    searches with `CP_SAT_WORKERS` portfolio workers (with one it stalls on larger ILPs)."""
     eliminate: bool = True  # exact elimination of nodes with <= 2 neighbours before the ILP
 
     def __post_init__(self) -> None:
         if self.time_limit is not None and not self.time_limit > 0:
             raise ValueError(f"time_limit: got {self.time_limit}, expected > 0 seconds or None")
-        if self.threads < 1:
+        if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads: got {self.threads}, expected >= 1")
+
+    def solver_threads(self, kind: Solver) -> int:
+        if self.threads is not None:
+            return self.threads
+        return CP_SAT_WORKERS if kind is Solver.CP_SAT else 1
 
 
 @dataclass(frozen=True)
@@ -250,6 +261,15 @@ class IlpSolution:
     solver: str  # the backend used (a `Solver` value)
     solve_seconds: float  # wall time of `solve` (reduction, model building, solving)
     stats: IlpStats
+    bound: float | None = None
+    """The solver's lower bound on the objective (problem units); None where it gave none."""
+
+    @property
+    def gap(self) -> float | None:
+        """(objective - bound) / objective: how far from optimal the plan can be."""
+        if self.bound is None or not math.isfinite(self.bound) or self.objective <= 0:
+            return None
+        return max(0.0, (self.objective - self.bound) / self.objective)
 
 
 @dataclass(frozen=True)
@@ -378,7 +398,7 @@ def _new_solver(options: SolverOptions) -> tuple[pywraplp.Solver, Solver]:
         if kind is Solver.HIGHS:  # its banner ignores SuppressOutput
             solver.SetSolverSpecificParametersAsString("output_flag=false")
         if kind is not Solver.CBC:  # CBC's threads option prints an error and does nothing
-            solver.SetNumThreads(options.threads)
+            solver.SetNumThreads(options.solver_threads(kind))
         if options.time_limit is not None:
             solver.SetTimeLimit(max(1, round(options.time_limit * 1000)))
         return solver, kind
@@ -541,6 +561,19 @@ def _run(
     return status, _complete(red, pick), solver, kind, s
 
 
+def _best_bound(problem: IlpProblem, red: _Reduced, solver: pywraplp.Solver,
+                choices: tuple[int, ...]) -> float | None:
+    """The solver's lower bound in problem units. The ILP minimizes the reduced problem's
+    cost over 1/scale; what the reduction folded away is a constant, read off the
+    solver's own plan (`choices`): its cost minus scale x its ILP objective."""
+    scale = _largest([*red.costs.values(), *red.edges.values()])
+    best = solver.Objective().BestBound()
+    if not math.isfinite(best):
+        return None
+    offset = evaluate(problem, choices) - scale * solver.Objective().Value()
+    return scale * best + offset
+
+
 def _complete(red: _Reduced, pick: dict[int, int]) -> tuple[int, ...]:
     """Per original node, its root's index: from `pick`, or from the elimination tables."""
     pick = dict(pick)
@@ -571,6 +604,7 @@ def solve(problem: IlpProblem, options: SolverOptions | None = None) -> IlpSolut
     if forbidden:
         raise InfeasibleError(f"node {forbidden[0]}: its only strategy is forbidden (+inf)", None)
     status, choices, solver, kind, s = _run(problem, red, options, min_peak=False)
+    bound = _best_bound(problem, red, solver, choices) if status == pywraplp.Solver.FEASIBLE else None
     if kind is Solver.HIGHS and status not in _SOLVED and options.time_limit is None:
         # OR-tools 9.15 reports HiGHS's "infeasible" as an unknown status (99): let SCIP
         # (or the next backend) tell an infeasible problem from a failure.
@@ -614,11 +648,14 @@ def solve(problem: IlpProblem, options: SolverOptions | None = None) -> IlpSolut
         constraints=solver.NumConstraints(),
     )
     optimal = status == pywraplp.Solver.OPTIMAL
+    objective = evaluate(problem, choices)
     return IlpSolution(
         choices=choices,
-        objective=evaluate(problem, choices),
+        objective=objective,
         status=SolveStatus.OPTIMAL if optimal else SolveStatus.FEASIBLE_TIME_LIMITED,
         solver=kind.value,
         solve_seconds=time.perf_counter() - start,
         stats=stats,
+        bound=objective if optimal else (None if bound is None else min(bound, objective)),
     )
+

@@ -40,3 +40,35 @@ func.func @main(%w: tensor<4xf32> {tf.aliasing_output = 0 : i32}, %x: tensor<8x4
   %r = stablehlo.reduce(%s init: %z) applies stablehlo.add across dimensions = [0, 1] : (tensor<4x4xf32>, tensor<f32>) -> tensor<f32>
   return %w, %r : tensor<4xf32>, tensor<f32>
 }
+
+// -----
+
+// A cumulative sum over the batch (MoE capacity positions count the tokens of all
+// examples): each microbatch would count only its own, so it needs the flag.
+func.func @main(%w: tensor<4x2xf32> {tf.aliasing_output = 0 : i32}, %x: tensor<8x4xf32>) -> (tensor<4x2xf32>, tensor<f32>) {
+  %z = stablehlo.constant dense<0.0> : tensor<f32>
+  // expected-error @+1 {{'stablehlo.reduce_window' is a cumulative reduction along the batch (a cumsum over the examples, or over the tokens of all examples as in MoE capacity positions): each microbatch would count only its own examples; pass allow-per-microbatch-statistics=true to accept that}}
+  %c = "stablehlo.reduce_window"(%x, %z) <{padding = dense<[[7, 0], [0, 0]]> : tensor<2x2xi64>, window_dimensions = array<i64: 8, 1>}> ({
+  ^bb0(%a: tensor<f32>, %e: tensor<f32>):
+    %s = stablehlo.add %a, %e : tensor<f32>
+    stablehlo.return %s : tensor<f32>
+  }) : (tensor<8x4xf32>, tensor<f32>) -> tensor<8x4xf32>
+  %g = stablehlo.dot_general %c, %x, contracting_dims = [0] x [0] : (tensor<8x4xf32>, tensor<8x4xf32>) -> tensor<4x4xf32>
+  %g2 = stablehlo.slice %g [0:4, 0:2] : (tensor<4x4xf32>) -> tensor<4x2xf32>
+  %w2 = stablehlo.subtract %w, %g2 : tensor<4x2xf32>
+  %loss = stablehlo.reduce(%c init: %z) applies stablehlo.add across dimensions = [0, 1] : (tensor<8x4xf32>, tensor<f32>) -> tensor<f32>
+  return %w2, %loss : tensor<4x2xf32>, tensor<f32>
+}
+
+// -----
+
+// A reshape that splits the batch dim over two dims ([3, 8] -> [6, 4]: the examples'
+// index is now half in one dim, half in the other).
+func.func @main(%w: tensor<4x2xf32> {tf.aliasing_output = 0 : i32}, %x: tensor<8x3xf32>) -> (tensor<4x2xf32>, tensor<f32>) {
+  %t = stablehlo.transpose %x, dims = [1, 0] : (tensor<8x3xf32>) -> tensor<3x8xf32>
+  // expected-error @+1 {{'stablehlo.reshape' splits the batch dim over several dims (or merges it with part of another), so no dim of its result holds whole examples}}
+  %r = stablehlo.reshape %t : (tensor<3x8xf32>) -> tensor<6x4xf32>
+  %z = stablehlo.constant dense<0.0> : tensor<f32>
+  %loss = stablehlo.reduce(%r init: %z) applies stablehlo.add across dimensions = [0, 1] : (tensor<6x4xf32>, tensor<f32>) -> tensor<f32>
+  return %w, %loss : tensor<4x2xf32>, tensor<f32>
+}

@@ -140,9 +140,10 @@ def test_plain_module_on_more_devices(tmp_path: Path, capsys: pytest.CaptureFixt
     path.write_text("func.func @main(%a: tensor<3xi32>) -> tensor<3xi32> {\n"
                     "  %0 = stablehlo.add %a, %a : tensor<3xi32>\n  return %0 : tensor<3xi32>\n}\n")
     assert main([str(path), "--devices", "2", "--reference"]) == 0
-    out = capsys.readouterr().out
-    assert "mesh: single cpu device 0" in out
-    assert "out0: [3] int32 max_abs_err=0 max_rel_err=0 ok" in out
+    captured = capsys.readouterr()
+    assert "mesh: single cpu device 0" in captured.out
+    assert "out0: [3] int32 max_abs_err=0 max_rel_err=0 ok" in captured.out
+    assert "warning: --devices 2 is more than" in captured.err and "it runs on 1 device" in captured.err
 
 
 def test_console_script_subprocess(spmd_file: Path) -> None:

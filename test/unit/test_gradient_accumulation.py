@@ -114,6 +114,39 @@ def test_split_structure_of_a_small_step() -> None:
     assert compare_outputs(run(out, inputs), run(STEP, inputs), Tolerance()).passed
 
 
+FOLDED = """
+func.func public @main(%w: tensor<3x3xf32>, %x: tensor<8x3xf32>) -> (tensor<3x3xf32>, tensor<f32>) {
+  %b = stablehlo.broadcast_in_dim %x, dims = [1, 2] : (tensor<8x3xf32>) -> tensor<2x8x3xf32>
+  %s = stablehlo.constant dense<[[[1.0]], [[-0.5]]]> : tensor<2x1x1xf32>
+  %sb = stablehlo.broadcast_in_dim %s, dims = [0, 1, 2] : (tensor<2x1x1xf32>) -> tensor<2x8x3xf32>
+  %m = stablehlo.multiply %b, %sb : tensor<2x8x3xf32>
+  %r = stablehlo.reshape %m : (tensor<2x8x3xf32>) -> tensor<16x3xf32>
+  %h = stablehlo.dot_general %r, %w, contracting_dims = [1] x [0] : (tensor<16x3xf32>, tensor<3x3xf32>) -> tensor<16x3xf32>
+  %t = stablehlo.tanh %h : tensor<16x3xf32>
+  %g = stablehlo.dot_general %r, %t, contracting_dims = [0] x [0] : (tensor<16x3xf32>, tensor<16x3xf32>) -> tensor<3x3xf32>
+  %back = stablehlo.reshape %t : (tensor<16x3xf32>) -> tensor<2x8x3xf32>
+  %tr = stablehlo.transpose %back, dims = [1, 0, 2] : (tensor<2x8x3xf32>) -> tensor<8x2x3xf32>
+  %zero = stablehlo.constant dense<0.0> : tensor<f32>
+  %loss = stablehlo.reduce(%tr init: %zero) applies stablehlo.add across dimensions = [0, 1, 2] : (tensor<8x2x3xf32>, tensor<f32>) -> tensor<f32>
+  %w2 = stablehlo.subtract %w, %g : tensor<3x3xf32>
+  return %w2, %loss : tensor<3x3xf32>, tensor<f32>
+}
+"""
+"""The batch folded behind another dim ([2, B, 3] -> [2B, 3], as MoE routing lays out its
+top-k choices) and unfolded again, with per-example work only."""
+
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_a_batch_folded_behind_another_dim_splits_exactly(m: int) -> None:
+    out = accumulate(FOLDED, f"num-microbatches={m}")
+    assert f"(tensor<2x{8 // m}x3xf32>) -> tensor<{16 // m}x3xf32>" in out  # the folded reshape shrank
+    assert "warning" not in out
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal(s).astype(np.float32) for s in ((3, 3), (8, 3))]
+    report = compare_outputs(run(out, inputs), run(FOLDED, inputs), Tolerance())
+    assert report.passed, report.summary_line()
+
+
 def test_a_max_over_the_batch_is_refused() -> None:
     text = STEP.replace("applies stablehlo.add across", "applies stablehlo.maximum across")
     with pytest.raises(PassFailure, match="not a sum with a zero init"):

@@ -7,10 +7,11 @@ Nothing names the state or batch arguments: they are inferred
 (`passes/sharding/step_args.py`); the steps' state updates, read from that inference, say
 which result feeds which argument, for both runs alike.
 
-Not in the grid: flax_cnn_bn (batch norm: refused by default; with
-allow-per-microbatch-statistics=true the pipeline equals the same step split into
-microbatches on one device) and flax_moe (routing
-capacity over the whole batch's tokens: `test_gradient_accumulation_corpus`).
+Not in the grid: flax_cnn_bn (batch norm) and flax_moe (routing capacity over the whole
+batch's tokens, a load-balancing loss from batch means): no split into microbatches
+computes their full-batch step. Both are refused by default; with
+allow-per-microbatch-statistics=true their pipelines equal the same step split into
+microbatches on one device.
 
 The full grid (every case x donation x schedule) is `exhaustive` (about 35 s per run on
 2 cores); CI runs a representative set: a scanned stack without donation, dropout on two
@@ -42,8 +43,10 @@ import corpus  # (after the path it lives on)
 STEPS = 3
 GRID = [name for name in corpus.CASES if name not in ("flax_cnn_bn", "flax_moe")]
 EXTRA = {"flax_dropout": "layers=3 stages=uniform num-stages=2",
-         "flax_multisteps": "layers=2 stages=uniform num-stages=2"}
-"""Options a case needs to be split at all: the two MLPs get one stage by default."""
+         "flax_multisteps": "layers=2 stages=uniform num-stages=2",
+         "flax_cnn_bn": "layers=2 eps=1 stages=uniform num-stages=2"}
+"""Options a case needs to be split at all: the two MLPs and the small conv net get one
+stage by default."""
 
 
 @functools.cache
@@ -126,19 +129,25 @@ def test_corpus_grid_pipelined_equal_jit(name: str, donate: bool, schedule: str)
 
 
 @pytest.mark.slow
-def test_batch_norm_pipelines_with_per_microbatch_statistics() -> None:
-    with pytest.raises(PassFailure, match="allow-per-microbatch-statistics=true"):
-        pipelined("flax_cnn_bn", True, "1f1b")
-    exe = pipelined("flax_cnn_bn", True, "1f1b", "allow-per-microbatch-statistics=true")
-    inputs = corpus.flat_inputs(built("flax_cnn_bn", True))
+@pytest.mark.parametrize("name", ["flax_cnn_bn", "flax_moe"])
+def test_per_microbatch_statistics_pipeline(name: str) -> None:
+    """Batch norm, and MoE routing over the whole batch (capacity positions are a cumsum
+    over all the batch's tokens, the load-balancing loss a product of two batch means):
+    refused by default, pipelined with allow-per-microbatch-statistics=true."""
+    allow = "allow-per-microbatch-statistics=true"
+    with pytest.raises(PassFailure, match=allow):
+        pipelined(name, True, "1f1b")
+    exe = pipelined(name, True, "1f1b", f"{allow} {EXTRA.get(name, '')}")
+    assert exe.program.num_stages >= 2
+    inputs = corpus.flat_inputs(built(name, True))
     # Per-microbatch statistics differ from jax.jit's full-batch ones by design: the
     # pipeline is judged against the same step split into 2 microbatches on one device.
     ctx = make_context()
-    module = parse_module(corpus.export_text(built("flax_cnn_bn", True)), ctx)
-    PassManager.parse("builtin.module(alpa-gradient-accumulation{num-microbatches=2 "
-                      "allow-per-microbatch-statistics=true})", ctx).run(module)
+    module = parse_module(corpus.export_text(built(name, True)), ctx)
+    PassManager.parse(f"builtin.module(alpa-gradient-accumulation{{num-microbatches=2 {allow}}})",
+                      ctx).run(module)
     want = compile_reference(module, jax.devices()[0]).run(inputs)
-    case = corpus.CASES["flax_cnn_bn"]
+    case = corpus.CASES[name]
     report = compare_outputs(exe.run(inputs), want, Tolerance(rtol=case.rtol, atol=case.atol))
     assert report.passed, "\n".join([report.summary_line(), *(c.line() for c in report.mismatches)])
 

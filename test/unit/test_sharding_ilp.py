@@ -22,6 +22,9 @@ from alpa_mlir.passes.sharding.ilp import (
     Solver,
     SolverOptions,
     SolveStatus,
+    _best_bound,
+    _reduce,
+    _run,
     evaluate,
     solve,
 )
@@ -296,6 +299,24 @@ def test_time_limited_solve_returns_a_plan(solver: Solver, limit: float) -> None
     assert sol.status in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE_TIME_LIMITED)
     assert sol.solve_seconds < 15
     assert len(sol.choices) == 300 and sol.objective == evaluate(problem, sol.choices)
+    if sol.status is SolveStatus.OPTIMAL:
+        assert sol.gap == 0.0
+    elif sol.bound is not None:
+        assert sol.bound <= sol.objective and 0.0 <= sol.gap <= 1.0
+
+
+@pytest.mark.parametrize("solver", [Solver.HIGHS, Solver.SCIP, Solver.CP_SAT], ids=lambda s: s.value)
+def test_best_bound_is_in_the_problems_units(solver: Solver) -> None:
+    """At the optimum the solver's bound, moved back to the problem's units (the ILP's
+    cost scale, and the constant the reduction folded away), is the plan's cost."""
+    if not available(solver):
+        pytest.skip(f"this OR-tools build lacks {solver.value}")
+    problem = chain(40, 4, seed=3, follow_fraction=0.2, skip_edges=12)
+    red = _reduce(problem, True)
+    status, choices, backend, _, _ = _run(problem, red, SolverOptions(solver), min_peak=False)
+    assert status == pywraplp.Solver.OPTIMAL
+    bound = _best_bound(problem, red, backend, choices)
+    assert bound is not None and math.isclose(bound, evaluate(problem, choices), rel_tol=1e-6)
 
 
 def test_memory_budget_below_the_smallest_peak() -> None:
