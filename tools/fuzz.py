@@ -499,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
             case = make_case(k, rng, seeds)
             result = runner.run(case)
             counts[result.outcome] += 1
+            counts["compared"] += result.detail == "compared: same results"
             by_tool[case.tool, result.outcome] += 1
             if result.outcome in BAD_OUTCOMES:
                 bad.append((case, result))
@@ -514,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
         if row:
             print(f"  {tool:12s} " + "  ".join(f"{o}={n}" for o, n in row.items()))
     print("  total        " + "  ".join(f"{o}={counts[o]}" for o in ("ok", "diagnosed", *BAD_OUTCOMES)))
+    print(f"  {counts['compared']} outputs of alpa-opt re-run against their inputs: the same results")
     return 1 if bad else 0
 
 

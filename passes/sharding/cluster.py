@@ -56,8 +56,14 @@ class ClusterSpec:
             ("intra_host.bandwidth", self.intra_host.bandwidth),
             ("inter_host.bandwidth", self.inter_host.bandwidth),
         ):
-            if not value > 0:
-                raise ClusterError(f"cluster {self.name}: {what} must be positive, got {value}")
+            if not (math.isfinite(value) and value > 0):
+                raise ClusterError(f"cluster {self.name}: {what} must be a finite number > 0, got {value}")
+        latencies = [("intra_host.latency", self.intra_host.latency), ("inter_host.latency", self.inter_host.latency)]
+        latencies += [("mesh_alpha", v) for v in self.mesh_alpha or ()]
+        latencies += [("mesh_beta", v) for v in self.mesh_beta or ()]
+        for what, value in latencies:
+            if not (math.isfinite(value) and value >= 0):
+                raise ClusterError(f"cluster {self.name}: {what} must be a finite number >= 0, got {value}")
 
     @property
     def num_devices(self) -> int:
@@ -89,6 +95,11 @@ class ClusterSpec:
 
 
 def cluster_from_dict(data: dict[str, Any], origin: str) -> ClusterSpec:
+    for where, value in (("the file", data), *((k, data.get(k)) for k in ("device", "intra_host", "inter_host")
+                                             if isinstance(data, dict) and k in data)):
+        if not isinstance(value, dict):
+            raise ClusterError(f"cluster {origin}: {where} must be a JSON object, got {type(value).__name__} "
+                               "(keys: name, hosts, devices_per_host, device, intra_host, inter_host)")
     try:
         device = data["device"]
         intra, inter = data["intra_host"], data["inter_host"]

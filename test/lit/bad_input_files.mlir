@@ -4,9 +4,9 @@
 
 // A @main that is only a declaration: alpa-run used to crash in XLA (exit 139).
 // RUN: not alpa-run %s 2>&1 | filecheck %s --check-prefix=RUN-DECL
-// RUN-DECL: bad_input_files.mlir:[[# @LINE + 43]]:3: error: @main is a declaration without a body: nothing to run
+// RUN-DECL: bad_input_files.mlir:[[# @LINE + 54]]:3: error: @main is a declaration without a body: nothing to run
 // RUN: not alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding)' 2>&1 | filecheck %s --check-prefix=OPT-DECL
-// OPT-DECL: bad_input_files.mlir:[[# @LINE + 41]]:3: error: alpa-auto-sharding: @main is a declaration without a body: nothing to transform
+// OPT-DECL: bad_input_files.mlir:[[# @LINE + 52]]:3: error: alpa-auto-sharding: @main is a declaration without a body: nothing to transform
 
 // A failed alpa-opt leaves an existing -o file as it was.
 // RUN: echo "previous contents" > %t.out.mlir
@@ -45,6 +45,17 @@
 // SEED: alpa-run: error: --seed must be >= 0, got -1
 // RUN: not alpa-run %s --no-such-flag 2>&1 | filecheck %s --check-prefix=FLAG
 // FLAG: alpa-run: error: unrecognized arguments: --no-such-flag
+// Cost-model numbers that mean nothing, and cluster files of the wrong shape.
+// RUN: not alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{alpha=nan})' 2>&1 | filecheck %s --check-prefix=ALPHA
+// ALPHA: error: invalid options for alpa-auto-sharding: alpha=nan: expected finite numbers >= 0
+// RUN: not alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{mesh=2x4 beta=1,-1})' 2>&1 | filecheck %s --check-prefix=BETA
+// BETA: error: invalid options for alpa-auto-sharding: beta=1.0,-1.0: expected finite numbers >= 0
+// RUN: echo '[]' > %t.list.json
+// RUN: not alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=%t.list.json})' 2>&1 | filecheck %s --check-prefix=CLUSTER-LIST
+// CLUSTER-LIST: error: invalid options for alpa-auto-sharding: cluster {{.*}}list.json: the file must be a JSON object, got list
+// RUN: echo '{"hosts": 1, "devices_per_host": 8, "device": {"peak_flops": 1e12, "memory_bytes": 1e9}, "intra_host": {"bandwidth": 1e9, "latency": "nan"}, "inter_host": {"bandwidth": 1e9, "latency": 0}}' > %t.nan.json
+// RUN: not alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=%t.nan.json})' 2>&1 | filecheck %s --check-prefix=CLUSTER-NAN
+// CLUSTER-NAN: error: invalid options for alpa-auto-sharding: cluster {{.*}}nan.json: intra_host.latency must be a finite number >= 0, got nan
 
 module {
   func.func private @main(%arg0: tensor<4xf32>) -> tensor<4xf32>
