@@ -200,12 +200,14 @@ def mutate(text: str, rng: random.Random) -> tuple[bytes, str]:
             return (text[:m.start()] + value + text[m.end():]).encode(), f"int {m.group()}->{value}"
     if kind == "main":
         return text.replace("@main", "@main2").encode(), "rename @main"
-    if kind == "declaration":
-        head = re.search(r"func\.func public @main\(.*?\{\n", text, re.S)
-        if head:
-            sig = head.group()[:-2].replace("func.func public", "func.func private")
-            body_end = text.index("\n}", head.end()) if "module" not in text[:20] else text.index("\n  }", head.end())
-            return (text[:head.start()] + sig + text[body_end + (2 if "module" not in text[:20] else 4):]).encode(), "declaration"
+    if kind == "declaration":  # @main's body removed: a declaration only
+        for k, line in enumerate(lines):
+            if "func.func public @main(" in line and line.rstrip().endswith("{"):
+                indent = line[: len(line) - len(line.lstrip())]
+                close = next((j for j in range(k + 1, len(lines)) if lines[j].rstrip() == indent + "}"), None)
+                if close is not None:
+                    head = line.rstrip()[:-1].rstrip().replace("func.func public", "func.func private")
+                    return "".join([*lines[:k], head + "\n", *lines[close + 1:]]).encode(), "declaration"
     return text.encode(), "unchanged"
 
 

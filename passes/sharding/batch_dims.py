@@ -34,6 +34,7 @@ backward. A value reached at two positions is reported.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -271,13 +272,13 @@ def _carried(node: OpNode, rule: OpFactors | None, position: dict[ir.Value, Posi
         for d, dim in enumerate(tensor):
             if factor in dim and _exact(rule, dim, v.info.shape[d]):
                 after = dim[dim.index(factor) + 1:]
-                out.append((v, (d, inside * _product(rule.sizes[f] for f in after))))
+                out.append((v, (d, inside * math.prod(rule.sizes[f] for f in after))))
     return out
 
 
 def _exact(rule: OpFactors, dim: tuple[int, ...], size: int) -> bool:
     """`dim`'s factors make up its size (not so where a slice or pad changes it)."""
-    return _product(rule.sizes[f] for f in dim) == size
+    return math.prod(rule.sizes[f] for f in dim) == size
 
 
 def _covering_factor(rule: OpFactors, dim: tuple[int, ...], inner: int, batch: int
@@ -294,9 +295,3 @@ def _covering_factor(rule: OpFactors, dim: tuple[int, ...], inner: int, batch: i
             return None
     return None
 
-
-def _product(values: Iterable[int]) -> int:
-    out = 1
-    for v in values:
-        out *= v
-    return out
