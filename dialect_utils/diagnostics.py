@@ -66,6 +66,18 @@ class DiagnosticError(Exception):
         return cls([Diagnostic(Severity.ERROR, message, loc)])
 
 
+def module_location(module: ir.Module) -> ir.Location:
+    """Where whole-module diagnostics point: the `module` op's line, or for an implicit
+    module (functions at the top of the file, no location of its own) its first op's,
+    so both spellings of one file report the same place."""
+    own = module.operation.location
+    loc = source_loc(own)
+    first = next(iter(module.body.operations), None)
+    if (loc is None or loc.line == 0) and first is not None:
+        return first.operation.location
+    return own
+
+
 def source_loc(loc: ir.Location | None) -> SourceLoc | None:
     """The first file:line:col inside a location (name, callsite and fused locs unwrap)."""
     if loc is None:

@@ -37,7 +37,7 @@ from jax.extend.mlir.dialects import func
 
 from . import context, graph, shardy
 from .attributes import KIND_ATTR
-from .diagnostics import DiagnosticError, from_mlir_error, source_loc
+from .diagnostics import DiagnosticError, from_mlir_error, module_location, source_loc
 
 FRAGMENT = "mpmd.fragment"
 TRANSFER = "mpmd.transfer"
@@ -282,7 +282,7 @@ def program_functions(module: ir.Module) -> dict[str, ir.Operation]:
     if main is None:
         raise DiagnosticError.single(
             f"module has no function @main (found: {', '.join(funcs) or 'none'})",
-            source_loc(module.operation.location),
+            source_loc(module_location(module)),
         )
     topology(main)  # present and well-formed
     found: dict[str, ir.Operation] = {}

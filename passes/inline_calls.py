@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from jax.extend.mlir import ir, passmanager
 
+from alpa_mlir.dialect_utils.diagnostics import module_location
 from alpa_mlir.dialect_utils.inlining import inline_calls
 
 from .pass_base import Pass, PassContext
@@ -35,6 +36,6 @@ class InlineCallsPass(Pass):
         try:
             inline_calls(module)
         except ValueError as e:
-            ctx.fail(str(e), module.operation.location)
+            ctx.fail(str(e), module_location(module))
         if not self.keep_dead:
             passmanager.PassManager.parse("builtin.module(symbol-dce)", context=module.context).run(module.operation)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from jax.extend.mlir import ir, passmanager
 
+from alpa_mlir.dialect_utils.diagnostics import module_location
 from alpa_mlir.dialect_utils.graph import functions, is_declaration
 from alpa_mlir.dialect_utils.inlining import inline_calls
 
@@ -18,13 +19,13 @@ def inlined_main(module: ir.Module, ctx: PassContext, pass_name: str) -> ir.Oper
     funcs = functions(module)
     if "main" not in funcs:
         found = ", ".join(f"@{n}" for n in funcs) or "none"
-        ctx.fail(f"{pass_name} needs a @main function (found: {found})", module.operation.location)
+        ctx.fail(f"{pass_name} needs a @main function (found: {found})", module_location(module))
     main = funcs["main"]
     if is_declaration(main):
         ctx.fail(f"{pass_name}: @main is a declaration without a body: nothing to transform", main.location)
     try:
         inline_calls(module)
     except ValueError as e:
-        ctx.fail(str(e), module.operation.location)
+        ctx.fail(str(e), module_location(module))
     passmanager.PassManager.parse("builtin.module(symbol-dce)", context=module.context).run(module.operation)
     return functions(module)["main"]

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from jax.extend.mlir import ir
 
 from alpa_mlir.dialect_utils import shardy
+from alpa_mlir.dialect_utils.diagnostics import module_location
 
 from .errors import UnsupportedModuleError
 
@@ -93,5 +94,5 @@ def spmd_mesh(module: ir.Module) -> tuple[str, shardy.Mesh] | None:
             raise UnsupportedModuleError(
                 f"mhlo.num_partitions = {n} disagrees with mesh @{name} {mesh.text()} "
                 f"({mesh.size} devices): set it to {mesh.size} or remove it",
-                module.operation.location)
+                module_location(module))
     return name, mesh

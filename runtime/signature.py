@@ -20,7 +20,7 @@ from jax.extend.mlir import ir
 
 from alpa_mlir.dialect_utils import graph, shardy
 from alpa_mlir.dialect_utils.attributes import BUFFER_DONOR, donation
-from alpa_mlir.dialect_utils.diagnostics import DiagnosticError, source_loc
+from alpa_mlir.dialect_utils.diagnostics import DiagnosticError, module_location, source_loc
 from alpa_mlir.dialect_utils.types import TensorInfo, tensor_info
 
 from .errors import InputMismatchError, UnsupportedModuleError
@@ -83,11 +83,7 @@ def main_func(module: ir.Module) -> ir.Operation:
     try:
         return graph.main_function(module)
     except ValueError as err:
-        loc = source_loc(module.operation.location)
-        first = next(iter(module.body.operations), None)
-        if (loc is None or loc.line == 0) and first is not None:  # an implicit module: line 0
-            loc = source_loc(first.operation.location)
-        raise DiagnosticError.single(str(err), loc) from None
+        raise DiagnosticError.single(str(err), source_loc(module_location(module))) from None
 
 
 def _checked_info(t: ir.Type, what: str, where: ir.Location) -> TensorInfo:

@@ -40,6 +40,7 @@ from alpa_mlir.dialect_utils.diagnostics import (
     DiagnosticError,
     Severity,
     from_mlir_error,
+    module_location,
     source_loc,
 )
 from alpa_mlir.dialect_utils.graph import functions, is_declaration
@@ -405,7 +406,7 @@ def _check_main(loaded: LoadedModule) -> None:
     main = functions(loaded.module).get("main")
     if main is None:
         raise DiagnosticError([Diagnostic(Severity.ERROR, "the module has no @main function to run",
-                                          source_loc(loaded.module.operation.location))])
+                                          source_loc(module_location(loaded.module)))])
     if is_declaration(main):
         raise DiagnosticError([Diagnostic(Severity.ERROR, "@main is a declaration without a body: "
                                           "nothing to run", source_loc(main.location))])

@@ -4,9 +4,9 @@
 
 // A @main that is only a declaration: alpa-run used to crash in XLA (exit 139).
 // RUN: not alpa-run %s 2>&1 | filecheck %s --check-prefix=RUN-DECL
-// RUN-DECL: bad_input_files.mlir:[[# @LINE + 54]]:3: error: @main is a declaration without a body: nothing to run
+// RUN-DECL: bad_input_files.mlir:[[# @LINE + 63]]:3: error: @main is a declaration without a body: nothing to run
 // RUN: not alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding)' 2>&1 | filecheck %s --check-prefix=OPT-DECL
-// OPT-DECL: bad_input_files.mlir:[[# @LINE + 52]]:3: error: alpa-auto-sharding: @main is a declaration without a body: nothing to transform
+// OPT-DECL: bad_input_files.mlir:[[# @LINE + 61]]:3: error: alpa-auto-sharding: @main is a declaration without a body: nothing to transform
 
 // A failed alpa-opt leaves an existing -o file as it was.
 // RUN: echo "previous contents" > %t.out.mlir
@@ -45,6 +45,15 @@
 // SEED: alpa-run: error: --seed must be >= 0, got -1
 // RUN: not alpa-run %s --no-such-flag 2>&1 | filecheck %s --check-prefix=FLAG
 // FLAG: alpa-run: error: unrecognized arguments: --no-such-flag
+// Whole-module errors point at the same place whether the file spells `module {` or not.
+// RUN: sed -n '/^module {/,$p' %s | sed 's/@main/@other/' > %t.explicit.mlir
+// RUN: sed -n '/^  func.func private @main/p' %s | sed 's/@main/@other/; s/^  //' > %t.implicit.mlir
+// RUN: not alpa-opt %t.explicit.mlir --pass-pipeline='builtin.module(alpa-auto-sharding)' 2>&1 | filecheck %s --check-prefix=WHOLE
+// RUN: not alpa-opt %t.implicit.mlir --pass-pipeline='builtin.module(alpa-auto-sharding)' 2>&1 | filecheck %s --check-prefix=WHOLE
+// RUN: not alpa-run %t.explicit.mlir 2>&1 | filecheck %s --check-prefix=WHOLE-EXEC
+// RUN: not alpa-run %t.implicit.mlir 2>&1 | filecheck %s --check-prefix=WHOLE-EXEC
+// WHOLE: .mlir:1:1: error: alpa-auto-sharding needs a @main function (found: @other)
+// WHOLE-EXEC: .mlir:1:1: error: the module has no @main function to run
 // Cost-model numbers that mean nothing, and cluster files of the wrong shape.
 // RUN: not alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{alpha=nan})' 2>&1 | filecheck %s --check-prefix=ALPHA
 // ALPHA: error: invalid options for alpa-auto-sharding: alpha=nan: expected finite numbers >= 0
