@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -296,8 +295,6 @@ class AutoShardingPass(ClusterOptions, StepArgOptions, Pass):
                     f"{what} needs one value per mesh axis ({len(shape)} for mesh={mesh}), "
                     f"got {len(values)}: {','.join(map(str, values))}"
                 )
-            if not all(math.isfinite(v) and v >= 0 for v in values):
-                raise ValueError(f"{what}={','.join(map(str, values))}: expected finite numbers >= 0")
         return LogicalMesh(shape, tuple(names), tuple(alpha), tuple(beta))
 
 

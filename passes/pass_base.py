@@ -79,14 +79,19 @@ class Pass:
     def run(self, module: ir.Module, ctx: PassContext) -> None:
         raise NotImplementedError
 
+    def checked_run(self, module: ir.Module, ctx: PassContext) -> None:
+        """`run`, after the input checks every pass shares (static shapes where needed):
+        what pipelines and `apply` call."""
+        if self.STATIC_SHAPES:
+            require_static_shapes(module, self.NAME)
+        self.run(module, ctx)
+
     def apply(self, module: ir.Module) -> list[Diagnostic]:
         """Run on `module` outside any pipeline (for embedding): returns the warnings;
         raises PassFailure on error. Verifies the result."""
         ctx = PassContext(pass_name=self.NAME)
         with module.context, ir.Location.unknown(module.context):
-            if self.STATIC_SHAPES:
-                require_static_shapes(module, self.NAME)
-            self.run(module, ctx)
+            self.checked_run(module, ctx)
         verify_module(module, self.NAME)
         return list(ctx.diagnostics.diagnostics)
 

@@ -24,7 +24,7 @@ from alpa_mlir.dialect_utils.diagnostics import (
     from_mlir_error,
 )
 
-from .pass_base import PassContext, PassFailure, require_static_shapes, verify_module
+from .pass_base import PassContext, PassFailure, verify_module
 from .pass_pipeline import NativeStep, PythonStep, Step, build_steps
 
 
@@ -133,10 +133,8 @@ class PassManager:
         if isinstance(step, PythonStep):
             pass_ctx = PassContext(collector, step.name)
             with ctx, ir.Location.unknown(ctx), collector.capture(ctx):
-                if step.pass_.STATIC_SHAPES:
-                    require_static_shapes(module, step.pass_.NAME)
                 try:
-                    step.pass_.run(module, pass_ctx)
+                    step.pass_.checked_run(module, pass_ctx)
                 except PassFailure:
                     raise
                 except ir.MLIRError as e:

@@ -46,6 +46,7 @@ from alpa_mlir.dialect_utils.diagnostics import (
 from alpa_mlir.dialect_utils.graph import functions, is_declaration
 from alpa_mlir.dialect_utils.output_files import output_problem
 from alpa_mlir.dialect_utils.schedules import ScheduleKind
+from alpa_mlir.dialect_utils.types import tensor_info
 from alpa_mlir.runtime.devices import ensure_local_devices
 from alpa_mlir.runtime.errors import ExecutionError
 from alpa_mlir.runtime.inputs import load_inputs, random_inputs, save_outputs
@@ -440,16 +441,12 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 def _has_64_bit_values(loaded: LoadedModule) -> bool:
     """@main takes or returns a 64-bit element type."""
     t = ir.FunctionType(ir.TypeAttr(functions(loaded.module)["main"].attributes["function_type"]).value)
-    return any(_bits(x) == 64 for x in (*t.inputs, *t.results))
+    return any(isinstance(x, ir.RankedTensorType) and tensor_info(x).dtype in _X64_DTYPES
+               for x in (*t.inputs, *t.results))
 
 
-def _bits(t: ir.Type) -> int:
-    if not isinstance(t, ir.RankedTensorType):
-        return 0
-    e = t.element_type
-    if isinstance(e, ir.ComplexType):
-        return 64 if isinstance(e.element_type, ir.F64Type) else 32
-    return getattr(e, "width", 0)
+_X64_DTYPES = frozenset(("f64", "i64", "ui64", "complex<f64>"))
+"""Element types JAX keeps only in x64 mode (else it narrows them to 32 bits)."""
 
 
 def _buffer_name(args: argparse.Namespace) -> str:

@@ -41,7 +41,7 @@ Algorithm
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 
 from jax.extend.mlir import ir
@@ -140,7 +140,7 @@ def analyze_microbatches(
     args = sorted(set(batch_args))
     if not args:
         raise MicrobatchError("no batch arguments: name them with batch-args=")
-    dims = _batch_axes(graph, args)
+    dims, interleaved = _batch_axes(graph, args)
     for arg in graph.args:
         if arg.index not in args and arg.value in dims:
             raise MicrobatchError(
@@ -154,7 +154,7 @@ def analyze_microbatches(
         node.index for node in graph.ops if any(r.value in dims for r in node.results)
     }
     users = _users(graph, inputs)
-    hoisted, support = _hoisted(graph, args, inputs, users, carrying, dims)
+    hoisted, support = _hoisted(graph, args, inputs, users, carrying, dims, interleaved)
     carrying -= hoisted
     ends = {
         node.index for node in graph.ops
@@ -242,7 +242,10 @@ def analyze_microbatches(
 # ----------------------------------------------------------------------------- axes
 
 
-def _batch_axes(graph: FunctionGraph, batch_args: Sequence[int]) -> dict[ir.Value, int]:
+def _batch_axes(graph: FunctionGraph, batch_args: Sequence[int]
+                ) -> tuple[dict[ir.Value, int], frozenset[ir.Value]]:
+    """Every batch-carrying value -> its batch dim, and the values among them whose
+    examples a reshape interleaved (the batch folded behind another dim)."""
     for a in batch_args:
         if not 0 <= a < len(graph.args):
             raise MicrobatchError(f"batch argument {a} is out of range: the function has "
@@ -260,7 +263,7 @@ def _batch_axes(graph: FunctionGraph, batch_args: Sequence[int]) -> dict[ir.Valu
             "place than its other operands and results do (a reshape that splits the examples "
             "or interleaves them differently): gradient accumulation cannot follow them",
             bad.where)
-    return {**found.dims, **found.folded}
+    return {**found.dims, **found.folded}, found.interleaved
 
 
 def _check_sizes(
@@ -287,19 +290,32 @@ def _check_sizes(
 
 
 def _hoisted(graph: FunctionGraph, batch_args: Sequence[int], inputs: Sequence[Sequence[ValueNode]],
-             users: Sequence[set[int]], carrying: set[int], dims: Mapping[ir.Value, int]
-             ) -> tuple[set[int], set[int]]:
+             users: Sequence[set[int]], carrying: set[int], dims: Mapping[ir.Value, int],
+             interleaved: Set[ir.Value]) -> tuple[set[int], set[int]]:
     """Batch-shaped ops that do not read the batch but differ from example to example:
     computed per microbatch they would repeat the first microbatch's values (an iota over
     the batch, the counters of a dropout mask's random bits) or could not be split at all
     (threefry's loop, a non-splat constant). They run once, on the whole batch. Returns
     them, and the *support*: the batch-shaped ops they read that are the same for every
     example (a splat, a broadcast key), computed in the apply part for them and, where
-    the microbatch part reads them too, there as well."""
+    the microbatch part reads them too, there as well.
+    A microbatch's slice of a value whose batch is folded behind another dim is not a
+    block of it: such values, and what is computed from them, run in the microbatch part
+    (from the slices of the unfolded values they read); a source that is itself folded
+    is refused."""
     readers = {u for a in batch_args for u, _ in _value_users(graph, graph.args[a])}
     free = {i for i in carrying if i not in readers | _descendants(users, readers)}
     sources = {i for i in free if _example_specific(graph.ops[i], inputs[i], dims)}
     hoisted = (_descendants(users, sources) & free) | sources
+    folds = {i for i in hoisted if any(r.value in interleaved for r in graph.ops[i].results)}
+    moved = (_descendants(users, folds) | folds) & hoisted
+    for i in sorted(moved & sources):
+        raise MicrobatchError(
+            f"'{graph.ops[i].name}' differs from example to example without reading the batch "
+            "(an iota or random bits over it) and lays the batch out behind another dim: a "
+            "microbatch's part of it is not a block; build it with the batch as its own dim, "
+            "or run without microbatches", graph.ops[i])
+    hoisted -= moved
     support: set[int] = set()
     stack = list(hoisted)
     while stack:

@@ -94,6 +94,9 @@ class BatchAxes:
     """Top-level values whose batch is folded behind another dim -> that dim (only when
     asked for; disjoint from `dims`)."""
     folded_conflicts: tuple[FoldedTwice, ...] = ()
+    interleaved: frozenset[ir.Value] = frozenset()
+    """The folded values whose batch is not the major part of its dim (other examples'
+    elements lie between one example's): a microbatch's part of them is not a block."""
 
 
 def batch_axes(graph: FunctionGraph, batch_args: Iterable[int],
@@ -123,8 +126,12 @@ def batch_axes(graph: FunctionGraph, batch_args: Iterable[int],
     sizes = {graph.args[a].info.shape[0] for a in batch_args if graph.args[a].info.rank}
     if len(sizes) != 1:
         return BatchAxes(dims, tuple(conflicts))
-    more, twice = _folded(graph, table, dims, sizes.pop())
-    return BatchAxes(dims, tuple(conflicts), more, twice)
+    batch = sizes.pop()
+    position, twice = _folded(graph, table, dims, batch)
+    more = {v: p[0] for v, p in position.items() if v not in dims}
+    interleaved = frozenset(v for v, (d, inner) in position.items()
+                            if v in more and _shape(v)[d] != batch * inner)
+    return BatchAxes(dims, tuple(conflicts), more, twice, interleaved)
 
 
 def batch_dims(graph: FunctionGraph, batch_args: Iterable[int],
@@ -215,9 +222,10 @@ Position = tuple[int, int]  # (dim holding the batch, size inside each example's
 
 
 def _folded(graph: FunctionGraph, table: FactorTable, dims: dict[ir.Value, int], batch: int
-            ) -> tuple[dict[ir.Value, int], tuple[FoldedTwice, ...]]:
-    """The top-level values whose batch a reshape folded behind another dim (module
-    docstring): value -> dim, and the ops that meet a value at two positions."""
+            ) -> tuple[dict[ir.Value, Position], tuple[FoldedTwice, ...]]:
+    """The batch position of every top-level value the batch reaches, through the
+    union-find's dims and reshapes that fold it (module docstring), and the ops that
+    meet a value at two positions."""
     position: dict[ir.Value, Position] = {}
     for v in (*graph.args, *(r for node in graph.ops for r in node.results)):
         d = dims.get(v.value)
@@ -237,8 +245,7 @@ def _folded(graph: FunctionGraph, table: FactorTable, dims: dict[ir.Value, int],
                     changed = True
                 elif position[v.value] != p and v.value not in dims and v.value not in twice:
                     twice[v.value] = FoldedTwice(v, node)
-    more = {v: p[0] for v, p in position.items() if v not in dims}
-    return more, tuple(twice.values())
+    return position, tuple(twice.values())
 
 
 def _carried(node: OpNode, rule: OpFactors | None, position: dict[ir.Value, Position],
@@ -274,6 +281,10 @@ def _carried(node: OpNode, rule: OpFactors | None, position: dict[ir.Value, Posi
                 after = dim[dim.index(factor) + 1:]
                 out.append((v, (d, inside * math.prod(rule.sizes[f] for f in after))))
     return out
+
+
+def _shape(v: ir.Value) -> list[int]:
+    return list(ir.RankedTensorType(v.type).shape)
 
 
 def _exact(rule: OpFactors, dim: tuple[int, ...], size: int) -> bool:

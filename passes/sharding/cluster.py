@@ -95,8 +95,10 @@ class ClusterSpec:
 
 
 def cluster_from_dict(data: dict[str, Any], origin: str) -> ClusterSpec:
-    for where, value in (("the file", data), *((k, data.get(k)) for k in ("device", "intra_host", "inter_host")
-                                             if isinstance(data, dict) and k in data)):
+    parts = [("the file", data)]
+    if isinstance(data, dict):
+        parts += [(k, data[k]) for k in ("device", "intra_host", "inter_host") if k in data]
+    for where, value in parts:
         if not isinstance(value, dict):
             raise ClusterError(f"cluster {origin}: {where} must be a JSON object, got {type(value).__name__} "
                                "(keys: name, hosts, devices_per_host, device, intra_host, inter_host)")

@@ -658,4 +658,3 @@ def solve(problem: IlpProblem, options: SolverOptions | None = None) -> IlpSolut
         stats=stats,
         bound=objective if optimal else (None if bound is None else min(bound, objective)),
     )
-

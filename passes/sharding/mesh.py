@@ -63,8 +63,9 @@ class LogicalMesh:
             raise ValueError(
                 f"mesh {self.shape} needs {n} alpha and beta values, got alpha={self.alpha} beta={self.beta}"
             )
-        if any(a < 0 for a in self.alpha) or any(b < 0 for b in self.beta):
-            raise ValueError(f"alpha and beta must be non-negative, got alpha={self.alpha} beta={self.beta}")
+        for what, values in (("alpha", self.alpha), ("beta", self.beta)):
+            if not all(math.isfinite(v) and v >= 0 for v in values):
+                raise ValueError(f"{what}={','.join(map(str, values))}: expected finite numbers >= 0")
 
     @property
     def ndim(self) -> int:

@@ -12,3 +12,13 @@ func.func public @main(%a: tensor<4294967296x4294967296xf32>, %b: tensor<4294967
   %y = stablehlo.dot_general %a, %b, contracting_dims = [1] x [0] : (tensor<4294967296x4294967296xf32>, tensor<4294967296x4294967296xf32>) -> tensor<4294967296x4294967296xf32>
   return %y : tensor<4294967296x4294967296xf32>
 }
+
+// Each op's count fits, their sum over the function does not (2 x 2^62 FLOPs).
+// RUN: sed -n '/^func.func public @total/,$p' %s | sed 's/@total/@main/' > %t.total.mlir
+// RUN: not alpa-opt %t.total.mlir --pass-pipeline='builtin.module(alpa-annotate-flops)' 2>&1 | filecheck %s --check-prefix=TOTAL
+// TOTAL: total.mlir:1:1: error: alpa-annotate-flops: 'func.func' has 9.223e+18 FLOPs, more than alpa.flops (i64) can hold
+func.func public @total(%a: tensor<2097152x1048576xf32>, %b: tensor<1048576x1048576xf32>) -> (tensor<2097152x1048576xf32>, tensor<2097152x1048576xf32>) {
+  %y = stablehlo.dot_general %a, %b, contracting_dims = [1] x [0] : (tensor<2097152x1048576xf32>, tensor<1048576x1048576xf32>) -> tensor<2097152x1048576xf32>
+  %z = stablehlo.dot_general %a, %b, contracting_dims = [1] x [0] : (tensor<2097152x1048576xf32>, tensor<1048576x1048576xf32>) -> tensor<2097152x1048576xf32>
+  return %y, %z : tensor<2097152x1048576xf32>, tensor<2097152x1048576xf32>
+}

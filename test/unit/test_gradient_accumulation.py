@@ -147,6 +147,44 @@ def test_a_batch_folded_behind_another_dim_splits_exactly(m: int) -> None:
     assert report.passed, report.summary_line()
 
 
+HOISTED_FOLDED = """
+func.func public @main(%w: tensor<3x3xf32>, %x: tensor<4x3xf32>) -> (tensor<3x3xf32>, tensor<f32>) {
+  %b = stablehlo.broadcast_in_dim %x, dims = [1, 2] : (tensor<4x3xf32>) -> tensor<2x4x3xf32>
+  %r = stablehlo.reshape %b : (tensor<2x4x3xf32>) -> tensor<8x3xf32>
+  %i = stablehlo.iota dim = IOTA_DIM : IOTA_TYPE
+  %ir = stablehlo.reshape %i : (IOTA_TYPE) -> tensor<8x3xf32>
+  %m = stablehlo.multiply %r, %ir : tensor<8x3xf32>
+  %g = stablehlo.dot_general %m, %r, contracting_dims = [0] x [0] : (tensor<8x3xf32>, tensor<8x3xf32>) -> tensor<3x3xf32>
+  %zero = stablehlo.constant dense<0.0> : tensor<f32>
+  %loss = stablehlo.reduce(%m init: %zero) applies stablehlo.add across dimensions = [0, 1] : (tensor<8x3xf32>, tensor<f32>) -> tensor<f32>
+  %w2 = stablehlo.subtract %w, %g : tensor<3x3xf32>
+  return %w2, %loss : tensor<3x3xf32>, tensor<f32>
+}
+"""
+"""An iota over the batch (example-specific, computed once in @main) that meets the batch
+folded behind another dim."""
+
+
+def test_an_example_specific_value_in_a_folded_layout_is_sliced_before_it_is_folded() -> None:
+    # The iota [2, B, 3] is hoisted and sliced along B; its reshape to the folded [2B, 3]
+    # runs per microbatch. (Slicing the folded [2B, 3] in blocks would take the wrong rows.)
+    text = HOISTED_FOLDED.replace("IOTA_DIM", "1").replace("IOTA_TYPE", "tensor<2x4x3xf32>")
+    out = accumulate(text, "num-microbatches=2 batch-args=1")
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal(s).astype(np.float32) for s in ((3, 3), (4, 3))]
+    report = compare_outputs(run(out, inputs), run(text, inputs), Tolerance())
+    assert report.passed, report.summary_line()
+
+
+def test_an_example_specific_value_made_in_a_folded_layout_is_refused() -> None:
+    text = HOISTED_FOLDED.replace("IOTA_DIM", "0").replace("IOTA_TYPE", "tensor<8x3xf32>")
+    text = text.replace("%ir = stablehlo.reshape %i : (tensor<8x3xf32>) -> tensor<8x3xf32>",
+                        "%ir = stablehlo.negate %i : tensor<8x3xf32>")
+    with pytest.raises(PassFailure, match=r"'stablehlo.iota' differs from example to example .* lays "
+                                          r"the batch out behind another dim"):
+        accumulate(text, "num-microbatches=2 batch-args=1")
+
+
 def test_a_max_over_the_batch_is_refused() -> None:
     text = STEP.replace("applies stablehlo.add across", "applies stablehlo.maximum across")
     with pytest.raises(PassFailure, match="not a sum with a zero init"):

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from ortools.linear_solver import pywraplp
 
 from alpa_mlir.passes.sharding.ilp import (
+    CP_SAT_WORKERS,
     IlpEdge,
     IlpNode,
     IlpPairConstraint,
@@ -303,6 +304,14 @@ def test_time_limited_solve_returns_a_plan(solver: Solver, limit: float) -> None
         assert sol.gap == 0.0
     elif sol.bound is not None:
         assert sol.bound <= sol.objective and 0.0 <= sol.gap <= 1.0
+
+
+def test_thread_defaults() -> None:
+    """One thread (reproducible) by default; CP-SAT's portfolio gets its workers; an
+    explicit count wins."""
+    assert SolverOptions().solver_threads(Solver.HIGHS) == 1
+    assert SolverOptions().solver_threads(Solver.CP_SAT) == CP_SAT_WORKERS > 1
+    assert SolverOptions(threads=3).solver_threads(Solver.CP_SAT) == 3
 
 
 @pytest.mark.parametrize("solver", [Solver.HIGHS, Solver.SCIP, Solver.CP_SAT], ids=lambda s: s.value)
