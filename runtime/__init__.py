@@ -13,6 +13,10 @@
 - `schedules`:     GPipe / 1F1B / forward-only clock tables and their invariants.
 - `fragments`:     a fragment compiled as an SPMD program for its stage's devices, cached.
 - `transfers`:     moving values between meshes (device_put, Alpa's local all-gather).
+- `pieces`:        a move planned as pieces (who sends which box to whom) and its bytes.
+- `union_transfer`: a move as one program over both meshes (across processes).
+- `distributed`:   multi-process jobs (`jax.distributed`): joining, the local launcher,
+                   placing and collecting values across processes.
 - `trace`:         Chrome trace JSON and Gantt charts of a pipeline step.
 - `collectives`:   collectives right after SPMD partitioning, per kind, with bytes.
 - `xla_stats`:     XLA's cost analysis and memory statistics.

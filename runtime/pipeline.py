@@ -25,13 +25,20 @@ Reads an MPMD module (`docs/mpmd-format.md`) and local devices; runs it. See
    their meshes (the previous step's outputs): parameters and optimizer state stay
    resident between steps.
 
-Everything runs in one process (one controller). For multi-host execution the unit of
-ownership is the stage: `StagePlacement.devices` says which devices (and so which
-process) run it, and every cross-mesh movement goes through `Transfer`.
+Across processes (multi-controller `jax.distributed`, `runtime/distributed.py`) every
+process reads the same program and walks the same instruction list: it compiles and
+RUNs only the fragments of stages with a device of its own (`StagePlacement.devices`:
+`jax.Device.process_index`), keeps a placeholder (no addressable shards) for the values
+of the others, and takes part in the MOVEs whose source or destination mesh has a
+device of its own. A move across processes is one program over both meshes
+(`Transfer` -> `union_transfer`), for which both sides agree on the shardings: the
+value is resharded to its declared (`mesh_tensor`) sharding on the source side, moved
+to the declared destination sharding, then resharded to the consumer's layout there.
 """
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,13 +54,16 @@ from alpa_mlir.dialect_utils import mpmd
 from alpa_mlir.dialect_utils import shardy as S
 from alpa_mlir.dialect_utils.schedules import ScheduleKind, clock_table
 from alpa_mlir.dialect_utils.stage_plan import StagePlanError, StagePlanRecord, read_stage_plan
+from alpa_mlir.dialect_utils.types import tensor_info
 
+from .distributed import collect, is_multiprocess, put, spans_processes
 from .errors import ExecutionError
 from .fragments import FragmentCache
 from .mpmd_reference import read_mpmd_signature
 from .signature import Signature, check_inputs
 from .spmd import Program
 from .transfers import Transfer, transfer_for
+from .union_transfer import UnionMover, placeholder
 
 Slot = tuple[int, int]  # (value id, microbatch; -1 outside the microbatch function)
 PRE, POST = "pre", "post"
@@ -91,6 +101,16 @@ Instruction = Run | Move
 
 
 @dataclass(frozen=True)
+class ValueInfo:
+    """A value's stage, global shape and dtype, and declared sharding (its mesh_tensor)."""
+
+    stage: int
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    sharding: str | None  # the sharding body `<@stage1, [...]>`, None = replicated
+
+
+@dataclass(frozen=True)
 class PipelineProgram:
     """An MPMD module unrolled over its microbatches (module docstring, step 1)."""
 
@@ -106,6 +126,7 @@ class PipelineProgram:
     num_microbatches: int
     signature: Signature
     plan: StagePlanRecord | None  # alpa.stage_plan, if the module has one
+    values: dict[Slot, ValueInfo] = field(default_factory=dict)  # every mesh value's type
 
     @property
     def num_stages(self) -> int:
@@ -121,6 +142,8 @@ def read_program(module: ir.Module) -> PipelineProgram:
     reader = _Reader(stage_of)
     block = main.regions[0].blocks[0]
     arg_slots = tuple(reader.slot(a, -1) for a in block.arguments)
+    for a, s in zip(block.arguments, arg_slots, strict=True):
+        reader.typed(s, a.type)
     calls = 0
     after_calls = False
     for op in mpmd.top_level_ops(main):
@@ -153,6 +176,7 @@ def read_program(module: ir.Module) -> PipelineProgram:
         num_microbatches=max(calls, 1),
         signature=signature,
         plan=plan,
+        values=reader.values,
     )
 
 
@@ -170,6 +194,13 @@ class _Reader:
         self.kinds: list[str] = []
         self.fragment_index: dict[ir.Operation, int] = {}
         self.instructions: list[Instruction] = []
+        self.values: dict[Slot, ValueInfo] = {}
+
+    def typed(self, s: Slot, t: ir.Type) -> None:
+        if mpmd.is_mesh_tensor(t):
+            mesh, tensor, sharding = mpmd.mesh_tensor_parts(t)
+            info = tensor_info(tensor)
+            self.values[s] = ValueInfo(self.stage_of[mesh], tuple(info.shape), info.numpy_dtype(), sharding)
 
     def slot(self, v: ir.Value, m: int) -> Slot:
         vid = self.ids.setdefault(v, len(self.ids))
@@ -195,8 +226,9 @@ class _Reader:
             self.kinds.append(kind)
         inputs = tuple(self.resolve(self.slot(v, m)) for v in op.operands)
         outputs = tuple(self.slot(r, m) for r in op.results)
-        for s in outputs:
+        for s, r in zip(outputs, op.results, strict=True):
             self.producer_unit[s] = unit
+            self.typed(s, r.type)
         self.instructions.append(Run(index, stage, inputs, outputs, unit))
 
     def transfer(self, op: ir.Operation, m: int) -> None:
@@ -205,6 +237,7 @@ class _Reader:
         mesh_name, _, sharding = mpmd.mesh_tensor_parts(op.results[0].type)
         unit = self.producer_unit.get(source, Unit(PRE))
         self.producer_unit[target] = unit
+        self.typed(target, op.results[0].type)
         self.instructions.append(Move(source, target, self.stage_of[mesh_name], sharding, unit))
 
     def call(self, op: ir.Operation, callee: ir.Operation, m: int) -> None:
@@ -379,14 +412,25 @@ def donations(program: PipelineProgram, ordered: Sequence[Instruction],
     return {f: tuple(sorted(p)) for f, p in found.items() if p}
 
 
-def _batches(instructions: Sequence[Instruction], batch_moves: bool) -> tuple[tuple[int, int], ...]:
+class Route(enum.Enum):
+    """How a process takes part in a MOVE."""
+
+    LOCAL = "local"  # both meshes are on this process's devices: `Transfer.move_many`
+    ACROSS = "across"  # some of either mesh's devices are: a program over both meshes
+    ELSEWHERE = "elsewhere"  # neither has a device here: a placeholder
+
+
+def _batches(instructions: Sequence[Instruction], batch_moves: bool,
+             routes: Sequence[Route] | None = None) -> tuple[tuple[int, int], ...]:
     """[first, last) index ranges that `step` runs as one: a RUN alone; consecutive MOVEs
-    together (one batched transfer call), or alone when `batch_moves` is off. A batch's
-    moves read no value that another of them writes (a move's target is a fresh slot)."""
+    inside this process (`Route.LOCAL`, the default) together (one batched transfer
+    call), or alone when `batch_moves` is off. A batch's moves read no value that
+    another of them writes (a move's target is a fresh slot)."""
+    def local_move(k: int) -> bool:
+        return isinstance(instructions[k], Move) and (routes is None or routes[k] is Route.LOCAL)
     out: list[tuple[int, int]] = []
-    for k, ins in enumerate(instructions):
-        if (batch_moves and isinstance(ins, Move) and out and out[-1][1] == k
-                and isinstance(instructions[out[-1][0]], Move)):
+    for k in range(len(instructions)):
+        if batch_moves and local_move(k) and out and out[-1][1] == k and local_move(out[-1][0]):
             out[-1] = (out[-1][0], k + 1)
         else:
             out.append((k, k + 1))
@@ -449,9 +493,14 @@ class PipelineExecutable:
         self.frees = last_uses(self.program, self.instructions)
         self.donated = donations(self.program, self.instructions, self.frees) if donate else {}
         self.cache = FragmentCache(cache_dir=cache_dir)
+        me = jax.process_index()
+        # Stages with a device of this process: their fragments run here.
+        self.local_stages = frozenset(p.stage for p in self.placements
+                                      if any(d.process_index == me for d in p.devices))
         started = time.perf_counter()
-        self.programs: tuple[Program, ...] = tuple(
+        self.programs: tuple[Program | None, ...] = tuple(
             self.cache.compile(f, self.placements[self._stage(f)].devices, donate=self.donated.get(k, ()))
+            if self._stage(f) in self.local_stages else None
             for k, f in enumerate(self.program.fragments))
         self.compile_seconds = time.perf_counter() - started
         wanted = self._consumer_shardings()
@@ -464,18 +513,41 @@ class PipelineExecutable:
         self.move_shardings = tuple(
             (wanted.get(ins.target) or self._named(ins.stage, ins.sharding)) if isinstance(ins, Move) else None
             for ins in self.instructions)
+        self.routes = tuple(self._route(ins) if isinstance(ins, Move) else Route.LOCAL
+                            for ins in self.instructions)
+        self._collector = UnionMover()
+        self._spanning = {p.mesh.devices: spans_processes(p.mesh.devices) for p in self.programs if p is not None}
         self._reshard: dict[int, tuple[bool, ...]] = {}  # RUN index -> inputs to reshard
-        self._batches = _batches(self.instructions, batch_moves=not trace)
+        self._batches = _batches(self.instructions, not trace, self.routes)
         self.last = StepStats()
 
     def _consumer_shardings(self) -> dict[Slot, NamedSharding]:
         """Slot -> the input sharding of the first RUN that reads it."""
         found: dict[Slot, NamedSharding] = {}
         for ins in self.instructions:
-            if isinstance(ins, Run):
-                for s, target in zip(ins.inputs, self.programs[ins.fragment].input_shardings, strict=True):
+            program = self.programs[ins.fragment] if isinstance(ins, Run) else None
+            if isinstance(ins, Run) and program is not None:
+                for s, target in zip(ins.inputs, program.input_shardings, strict=True):
                     found.setdefault(s, target)
         return found
+
+    def _route(self, move: Move) -> Route:
+        """How this process takes part in `move` (see `Route`)."""
+        me = jax.process_index()
+        ends = (*self.placements[self.program.values[move.source].stage].devices,
+                *self.placements[move.stage].devices)
+        mine = [d.process_index == me for d in ends]
+        return Route.LOCAL if all(mine) else Route.ACROSS if any(mine) else Route.ELSEWHERE
+
+    def declared(self, s: Slot) -> NamedSharding:
+        """The sharding a value's mesh_tensor type declares, on its stage's mesh."""
+        info = self.program.values[s]
+        return self._named(info.stage, info.sharding)
+
+    def _placeholder(self, s: Slot) -> jax.Array:
+        """A value of another process's stage: no addressable shards, declared sharding."""
+        info = self.program.values[s]
+        return placeholder(info.shape, info.dtype, self.declared(s))
 
     @property
     def signature(self) -> Signature:
@@ -496,11 +568,14 @@ class PipelineExecutable:
         """Arguments on their stage meshes (arrays already there are used as they are)."""
         check_inputs(self.signature, inputs)
         placed = []
-        for value, target in zip(inputs, self.arg_shardings, strict=True):
+        for value, target, stage in zip(inputs, self.arg_shardings, self.program.arg_stages, strict=True):
             if isinstance(value, jax.Array) and value.sharding == target:
                 placed.append(value)
+            elif stage in self.local_stages:
+                placed.append(put(value, target))
             else:
-                placed.append(jax.device_put(value, target))
+                placed.append(placeholder(np.shape(value), np.asarray(value).dtype if not isinstance(
+                    value, jax.Array) else value.dtype, target))
         return placed
 
     def step(self, inputs: Sequence[np.ndarray | jax.Array]) -> list[jax.Array]:
@@ -512,12 +587,16 @@ class PipelineExecutable:
         for first, last in self._batches:
             t0 = time.perf_counter() if self.trace else 0.0
             ins = self.instructions[first]
+            moved = 0
             if isinstance(ins, Run):
-                outputs = self._launch(first, self.programs[ins.fragment], [env[s] for s in ins.inputs])
-                env.update(zip(ins.outputs, outputs, strict=True))
-                stats.runs += 1
-                moved = 0
-            else:
+                program = self.programs[ins.fragment]
+                if program is None:  # another process's stage
+                    env.update((s, self._placeholder(s)) for s in ins.outputs)
+                else:
+                    outputs = self._launch(first, program, [env[s] for s in ins.inputs])
+                    env.update(zip(ins.outputs, outputs, strict=True))
+                    stats.runs += 1
+            elif self.routes[first] is Route.LOCAL:
                 moves = self.instructions[first:last]
                 values = [env[m.source] for m in moves]  # type: ignore[union-attr]
                 targets = self.move_shardings[first:last]
@@ -525,6 +604,10 @@ class PipelineExecutable:
                     env[m.target] = out  # type: ignore[union-attr]
                 stats.moves += len(moves)
                 moved = sum(v.nbytes for v in values)
+            else:
+                for k in range(first, last):
+                    moved += self._move_across(k, env)
+                    stats.moves += self.routes[k] is Route.ACROSS
             if self.trace:  # batches are single instructions then
                 jax.block_until_ready([env[s] for s in (ins.outputs if isinstance(ins, Run) else (ins.target,))])
                 stats.events.append(TraceEvent(ins.stage, self._event_name(ins), t0 - started,
@@ -538,14 +621,45 @@ class PipelineExecutable:
         self.last = stats
         return outputs
 
+    def _move_across(self, k: int, env: dict[Slot, jax.Array]) -> int:
+        """MOVE k when a process other than this one owns a device of either mesh: the
+        value in its declared sharding, moved by a program over both meshes to the
+        declared destination sharding, then laid out as its reader expects. A process
+        owning no device of either keeps a placeholder. Returns the bytes sent."""
+        ins = self.instructions[k]
+        assert isinstance(ins, Move)
+        if self.routes[k] is Route.ELSEWHERE:
+            env[ins.target] = self._placeholder(ins.target)
+            return 0
+        value, src = env[ins.source], self.declared(ins.source)
+        if value.addressable_shards and value.sharding != src:
+            value = put(value, src)
+        out = self.transfer.move(value, self.declared(ins.target))
+        wanted = self.move_shardings[k]
+        if out.addressable_shards and wanted is not None and out.sharding != wanted:
+            out = put(out, wanted)
+        env[ins.target] = out
+        return int(value.nbytes)
+
     def run(self, inputs: Sequence[np.ndarray | jax.Array]) -> list[np.ndarray]:
-        return [np.asarray(x) for x in self.step(inputs)]
+        """One step, outputs as numpy (across processes: see `collect`)."""
+        outputs = self.collect(self.step(inputs))
+        if any(x is None for x in outputs):
+            raise ExecutionError("run() returns every output on process 0 only; use step() and collect()")
+        return [x for x in outputs if x is not None]
+
+    def collect(self, outputs: Sequence[jax.Array]) -> list[np.ndarray | None]:
+        """`step`'s outputs as numpy on process 0 (and on the processes owning them);
+        every process of a multi-process job must call it (`distributed.collect`)."""
+        return collect(outputs, self._collector)
 
     def fragment_seconds(self, inputs: Sequence[np.ndarray | jax.Array], repeats: int = 3) -> list[float]:
         """Per RUN instruction of a step, in order: the fastest of `repeats` executions of
         its fragment alone, on its actual inputs, waiting for the result (fragments are
         pure, so repeating one changes nothing). Their sum is the step time without any
         runtime overhead; the step's values are computed along the way as `step` does."""
+        if len(self.local_stages) < len(self.placements) or is_multiprocess():
+            raise ExecutionError("fragment_seconds times a step run by one process")
         env: dict[Slot, jax.Array] = dict(zip(self.program.arg_slots, self.place(inputs), strict=True))
         times: list[float] = []
         for k, ins in enumerate(self.instructions):
@@ -555,6 +669,8 @@ class PipelineExecutable:
                 env[ins.target] = jax.block_until_ready(self.transfer.move(env[ins.source], target))
                 continue
             args = [env[s] for s in ins.inputs]
+            program = self.programs[ins.fragment]
+            assert program is not None
             donated = set(self.donated.get(ins.fragment, ()))
             best = float("inf")
             outputs: list[jax.Array] = []
@@ -562,7 +678,7 @@ class PipelineExecutable:
                 given = jax.block_until_ready([jax.device_put(a, a.sharding, may_alias=False) if i in donated else a
                                                for i, a in enumerate(args)])
                 start = time.perf_counter()
-                outputs = jax.block_until_ready(self._launch(-1, self.programs[ins.fragment], given))
+                outputs = jax.block_until_ready(self._launch(-1, program, given))
                 best = min(best, time.perf_counter() - start)
             times.append(best)
             env.update(zip(ins.outputs, outputs, strict=True))
@@ -581,7 +697,10 @@ class PipelineExecutable:
         if any(flags):
             arrays = [jax.device_put(a, t) if f else a
                       for a, t, f in zip(arrays, program.input_shardings, flags, strict=True)]
-        return program.launch(arrays)
+        outputs = program.launch(arrays)
+        if self._spanning[program.mesh.devices]:  # see distributed.spans_processes
+            jax.block_until_ready(outputs)
+        return outputs
 
     def _event_name(self, ins: Instruction) -> str:
         u = ins.unit

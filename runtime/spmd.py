@@ -13,6 +13,11 @@ one to a single device. Partition p runs on `program.mesh.devices[p]`. An `sdy.m
 `device_ids` is compiled without them, over the devices in that order: the same placement
 of every mesh position, in the device order `execute_sharded` needs.
 
+Across processes (`runtime.distributed`, after `jax.distributed.initialize`) the same
+calls work when `devices` are the job's devices: every process compiles the program and
+places its own shards of the inputs (`place`), and `run` all-gathers the outputs on every
+process.
+
 Arguments are placed with their declared `sdy.sharding` (a `NamedSharding` on the module's
 mesh); an argument without one is placed as the compiled executable expects (XLA's Shardy
 propagation may shard it). Donated arguments (`tf.aliasing_output`, `jax.buffer_donor`) are
@@ -42,6 +47,7 @@ from alpa_mlir.dialect_utils import context, jax_internals, shardy
 
 from .collectives import SPMD_PASS_RE, CollectiveStats, read_dump
 from .devices import DeviceMesh
+from .distributed import put, to_host
 from .errors import CompileError, DeviceCountError, UnsupportedModuleError
 from .hlo_sharding import describe as describe_compiled_sharding
 from .hlo_sharding import named_sharding
@@ -108,7 +114,7 @@ class Program:
         self.check_inputs(inputs)
         return [
             value if isinstance(value, jax.Array) and value.sharding == target
-            else jax.device_put(value, target)
+            else put(value, target)
             for value, target in zip(inputs, self.input_shardings, strict=True)
         ]
 
@@ -135,14 +141,14 @@ class Program:
 
     def run(self, inputs: Sequence[ArrayLike]) -> list[np.ndarray]:
         """Place, execute, and gather the outputs to numpy."""
-        return [np.asarray(x) for x in self.execute(self.place(inputs))]
+        return [to_host(x) for x in self.execute(self.place(inputs))]
 
     def run_timed(self, inputs: Sequence[ArrayLike], repeat: int = 1) -> TimedRun:
         """`repeat` runs on the same inputs (fresh buffers each time), timing each
         execution (placement excluded); the outputs of the last run."""
         if repeat < 1:
             raise ValueError(f"repeat must be at least 1, got {repeat}")
-        host = [np.asarray(x) if isinstance(x, jax.Array) else x for x in inputs]
+        host = [to_host(x) if isinstance(x, jax.Array) else x for x in inputs]
         seconds = []
         outputs: list[jax.Array] = []
         for _ in range(repeat):
@@ -151,7 +157,7 @@ class Program:
             start = time.perf_counter()
             outputs = self.execute(placed)
             seconds.append(time.perf_counter() - start)
-        return TimedRun(tuple(np.asarray(x) for x in outputs), tuple(seconds))
+        return TimedRun(tuple(to_host(x) for x in outputs), tuple(seconds))
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,12 @@
       2. all-gather inside the destination: jit(identity, out_shardings=dst)
 ```
 
-Every implementation satisfies `Transfer` (a Protocol), so a multi-host one (over
-`jax.distributed`) can replace these without touching the pipeline runtime.
+Every implementation satisfies `Transfer` (a Protocol). Across processes (multi-controller
+`jax.distributed`: a source or destination device belongs to another process) both make
+their moves with one compiled program over the union of the two meshes
+(`union_transfer.UnionMover`), which every process owning a device of either mesh calls
+with the same source and destination shardings; the local all-gather then sends only
+the 1/k slices between the processes and all-gathers inside the destination.
 
 Byte accounting. A move is planned as pieces: for each destination device d and its
 region R_d (`dst.devices_indices_map(shape)`), the source shards (one per distinct
@@ -45,32 +49,30 @@ from __future__ import annotations
 import enum
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import NamedSharding, PartitionSpec, Sharding
+from jax.sharding import NamedSharding, Sharding
 
-Shape = tuple[int, ...]
-Box = tuple[tuple[int, int], ...]  # (start, stop) per dimension, global coordinates
+from .pieces import (
+    Box,
+    Piece,
+    Shape,
+    TransferBytes,
+    box_of,
+    count_bytes,
+    plan_pieces,
+    scatter_sharding,
+)
+from .union_transfer import UnionMover, placeholder
 
 
 class TransferKind(enum.Enum):
     DEVICE_PUT = "device-put"
     LOCAL_ALL_GATHER = "local-all-gather"
-
-
-@dataclass(frozen=True)
-class TransferBytes:
-    """Bytes a move sends across into the destination set, and within it."""
-
-    crossed: int = 0
-    inside: int = 0
-
-    def __add__(self, other: TransferBytes) -> TransferBytes:
-        return TransferBytes(self.crossed + other.crossed, self.inside + other.inside)
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class TransferRecord:
     global_bytes: int  # the array's bytes (shape x itemsize)
     bytes_crossed: int  # arrived at destination devices from outside the destination set
     bytes_inside: int  # moved between destination devices
+    bytes_across_processes: int  # of those, sent between devices of different processes
     seconds: float  # wall time of `move` (up to the result being ready, when waiting)
 
 
@@ -115,6 +118,10 @@ class TransferStats:
     @property
     def bytes_inside(self) -> int:
         return sum(r.bytes_inside for r in self.records)
+
+    @property
+    def bytes_across_processes(self) -> int:
+        return sum(r.bytes_across_processes for r in self.records)
 
     @property
     def seconds(self) -> float:
@@ -150,106 +157,6 @@ class Transfer(Protocol):
         ...
 
 
-# --- planning: pure functions over shardings ----------------------------------------
-
-
-@dataclass(frozen=True)
-class Piece:
-    """A box of the array that `dst` receives from `src` (the same device: no copy)."""
-
-    src: jax.Device
-    dst: jax.Device
-    box: Box
-
-
-def _box(index: tuple[slice, ...], shape: Shape) -> Box:
-    return tuple((s.indices(n)[0], s.indices(n)[1]) for s, n in zip(index, shape, strict=True))
-
-
-def _intersect(a: Box, b: Box) -> Box | None:
-    out = tuple((max(a0, b0), min(a1, b1)) for (a0, a1), (b0, b1) in zip(a, b, strict=True))
-    return None if any(lo >= hi for lo, hi in out) else out
-
-
-def _size(box: Box) -> int:
-    return math.prod(hi - lo for lo, hi in box)
-
-
-def plan_pieces(shape: Shape, src: Sharding, dst: Sharding) -> tuple[Piece, ...]:
-    """The pieces each destination device receives (see the module docstring)."""
-    holders: dict[Box, list[jax.Device]] = {}
-    for device, index in src.devices_indices_map(shape).items():
-        holders.setdefault(_box(index, shape), []).append(device)
-    dst_map: Mapping[jax.Device, tuple[slice, ...]] = dst.devices_indices_map(shape)
-    dst_set = set(dst_map)
-    pieces: list[Piece] = []
-    for position, (device, index) in enumerate(dst_map.items()):
-        region = _box(index, shape)
-        covered = 0
-        for src_box, devices in holders.items():
-            part = _intersect(src_box, region)
-            if part is None:
-                continue
-            pieces.append(Piece(_holder(devices, device, dst_set, position), device, part))
-            covered += _size(part)
-        if covered != _size(region):
-            raise ValueError(
-                f"source sharding {src} covers {covered} of the {_size(region)} elements "
-                f"device {device.id} needs under {dst}; expected a tiling of shape {shape}"
-            )
-    return tuple(pieces)
-
-
-def _holder(devices: Sequence[jax.Device], target: jax.Device, dst_set: set[jax.Device],
-            position: int) -> jax.Device:
-    if target in devices:
-        return target
-    inside = [d for d in devices if d in dst_set]
-    if inside:
-        return inside[position % len(inside)]
-    return devices[position % len(devices)]
-
-
-def count_bytes(pieces: Sequence[Piece], itemsize: int, dst_devices: set[jax.Device]) -> TransferBytes:
-    """bytes_crossed / bytes_inside of a plan, from where each piece's holder sits."""
-    crossed = sum(_size(p.box) for p in pieces if p.src not in dst_devices)
-    inside = sum(_size(p.box) for p in pieces if p.src in dst_devices and p.src != p.dst)
-    return TransferBytes(crossed * itemsize, inside * itemsize)
-
-
-def scatter_sharding(dst: NamedSharding, shape: Shape) -> NamedSharding | None:
-    """The step-1 sharding of a local all-gather: `dst` with its replicated mesh axes
-    (size > 1) added to the dimension with the largest shard that they divide evenly.
-    None when `dst` replicates over no axis, or no dimension divides."""
-    if getattr(dst.spec, "unreduced", None) or getattr(dst.spec, "reduced", None):
-        return None
-    entries = list(dst.spec) + [None] * (len(shape) - len(dst.spec))
-    used = {a for e in entries if e is not None for a in ((e,) if isinstance(e, str) else e)}
-    axis_sizes: Mapping[str, int] = dst.mesh.shape
-    replicated = tuple(a for a in dst.mesh.axis_names if a not in used and axis_sizes[a] > 1)
-    k = math.prod(axis_sizes[a] for a in replicated)
-    if k == 1:
-        return None
-    best: tuple[int, int] | None = None  # (shard size, dim)
-    for dim, entry in enumerate(entries):
-        axes = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
-        factor = math.prod(axis_sizes[a] for a in axes)
-        if shape[dim] % (factor * k) == 0 and (best is None or shape[dim] // factor > best[0]):
-            best = (shape[dim] // factor, dim)
-    if best is None:
-        return None
-    dim = best[1]
-    entry = entries[dim]
-    axes = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
-    entries[dim] = (*axes, *replicated)
-    return NamedSharding(dst.mesh, PartitionSpec(*entries), memory_kind=dst.memory_kind)
-
-
-def _device_ids(sharding: Sharding) -> tuple[int, ...]:
-    devices: set[jax.Device] = sharding.device_set
-    return tuple(sorted(d.id for d in devices))
-
-
 # --- implementations ---------------------------------------------------------------
 
 
@@ -264,6 +171,7 @@ class DevicePutTransfer:
     wait: bool = True
     stats: TransferStats = field(default_factory=TransferStats)
     _estimates: dict[tuple[Any, ...], TransferBytes] = field(default_factory=dict, repr=False)
+    _union: UnionMover = field(default_factory=UnionMover, repr=False)
 
     @property
     def kind(self) -> TransferKind:
@@ -280,7 +188,7 @@ class DevicePutTransfer:
 
     def move(self, array: jax.Array, dst: NamedSharding) -> jax.Array:
         start = time.perf_counter()
-        out = jax.device_put(array, dst)
+        out = self._union.move(array, dst) if across_processes(array, dst) else jax.device_put(array, dst)
         if self.wait:
             out.block_until_ready()
         seconds = time.perf_counter() - start
@@ -289,10 +197,31 @@ class DevicePutTransfer:
         return out
 
     def move_many(self, arrays: Sequence[jax.Array], dsts: Sequence[NamedSharding]) -> list[jax.Array]:
-        """One batched `jax.device_put` (JAX copies all arrays whose layout matches
-        their destination's in one device-to-device call); each record gets an equal
-        share of the wall time."""
-        return _put_batch(self, self.kind, arrays, dsts)
+        """The moves inside this process as one batched `jax.device_put` (JAX copies all
+        arrays whose layout matches their destination's in one device-to-device call;
+        each record gets an equal share of the wall time), the others one by one."""
+        return _batched(self, arrays, dsts, lambda a, d: not across_processes(a, d))
+
+
+def across_processes(array: jax.Array, dst: Sharding) -> bool:
+    """A device of the source or the destination belongs to another process: only a
+    program over both meshes (`union_transfer`) can make the move."""
+    return not (array.sharding.is_fully_addressable and dst.is_fully_addressable)
+
+
+def _batched(transfer: DevicePutTransfer | LocalAllGatherTransfer, arrays: Sequence[jax.Array],
+             dsts: Sequence[NamedSharding], plain: Callable[[jax.Array, NamedSharding], bool]
+             ) -> list[jax.Array]:
+    """The moves `plain` accepts as one batched device_put, the others by `move`."""
+    chosen = [k for k, (a, d) in enumerate(zip(arrays, dsts, strict=True)) if plain(a, d)]
+    outs: list[jax.Array | None] = [None] * len(arrays)
+    put = _put_batch(transfer, TransferKind.DEVICE_PUT, [arrays[k] for k in chosen], [dsts[k] for k in chosen])
+    for k, out in zip(chosen, put, strict=True):
+        outs[k] = out
+    for k, (array, dst) in enumerate(zip(arrays, dsts, strict=True)):
+        if outs[k] is None:
+            outs[k] = transfer.move(array, dst)
+    return [o for o in outs if o is not None]
 
 
 def _put_batch(transfer: DevicePutTransfer | LocalAllGatherTransfer, kind: TransferKind,
@@ -324,6 +253,7 @@ class LocalAllGatherTransfer:
     _gathers: dict[NamedSharding, Callable[[jax.Array], jax.Array]] = field(
         default_factory=dict, repr=False)
     _estimates: dict[tuple[Any, ...], TransferBytes] = field(default_factory=dict, repr=False)
+    _union: UnionMover = field(default_factory=UnionMover, repr=False)
 
     @property
     def kind(self) -> TransferKind:
@@ -348,8 +278,15 @@ class LocalAllGatherTransfer:
     def move(self, array: jax.Array, dst: NamedSharding) -> jax.Array:
         start = time.perf_counter()
         mid = scatter_sharding(dst, array.shape)
+        across = across_processes(array, dst)
         if mid is None:
-            kind, out = TransferKind.DEVICE_PUT, jax.device_put(array, dst)
+            kind = TransferKind.DEVICE_PUT
+            out = self._union.move(array, dst) if across else jax.device_put(array, dst)
+        elif across:  # 1/k over the link between the processes, the all-gather inside
+            kind, scattered = self.kind, self._union.move(array, mid)
+            # waited for, as every move between processes (`union_transfer`)
+            out = self._gather(dst)(scattered).block_until_ready() if scattered.addressable_shards \
+                else placeholder(array.shape, array.dtype, dst)
         else:
             kind, out = self.kind, self._gather(dst)(_scatter(array, mid))
         if self.wait:
@@ -360,17 +297,10 @@ class LocalAllGatherTransfer:
         return out
 
     def move_many(self, arrays: Sequence[jax.Array], dsts: Sequence[NamedSharding]) -> list[jax.Array]:
-        """The moves without a split as one batched `jax.device_put`; the others one by one."""
-        plain = [k for k, (a, d) in enumerate(zip(arrays, dsts, strict=True))
-                 if scatter_sharding(d, a.shape) is None]
-        outs: list[jax.Array | None] = [None] * len(arrays)
-        put = _put_batch(self, TransferKind.DEVICE_PUT, [arrays[k] for k in plain], [dsts[k] for k in plain])
-        for k, out in zip(plain, put, strict=True):
-            outs[k] = out
-        for k, (array, dst) in enumerate(zip(arrays, dsts, strict=True)):
-            if outs[k] is None:
-                outs[k] = self.move(array, dst)
-        return [o for o in outs if o is not None]
+        """The moves without a split inside this process as one batched
+        `jax.device_put`; the others one by one."""
+        return _batched(self, arrays, dsts,
+                        lambda a, d: scatter_sharding(d, a.shape) is None and not across_processes(a, d))
 
     def _gather(self, dst: NamedSharding) -> Callable[[jax.Array], jax.Array]:
         if dst not in self._gathers:
@@ -384,7 +314,7 @@ def _identity(x: jax.Array) -> jax.Array:
 
 def _scatter(array: jax.Array, mid: NamedSharding) -> jax.Array:
     """`array` resharded to `mid` by copying only each device's pieces, device to device."""
-    shards = {s.device: (s.data, _box(s.index, array.shape)) for s in array.addressable_shards}
+    shards = {s.device: (s.data, box_of(s.index, array.shape)) for s in array.addressable_shards}
     by_device: dict[jax.Device, list[Piece]] = {}
     for piece in plan_pieces(array.shape, array.sharding, mid):
         by_device.setdefault(piece.dst, []).append(piece)
@@ -413,6 +343,11 @@ def _assemble(parts: list[tuple[Box, jax.Array]], dim: int) -> jax.Array:
     return jnp.concatenate([_assemble(slab, dim + 1) for slab in slabs.values()], axis=dim)
 
 
+def _device_ids(sharding: Sharding) -> tuple[int, ...]:
+    devices: set[jax.Device] = sharding.device_set
+    return tuple(sorted(d.id for d in devices))
+
+
 def _record(kind: TransferKind, array: jax.Array, dst: NamedSharding, counted: TransferBytes,
             seconds: float) -> TransferRecord:
     return TransferRecord(
@@ -424,6 +359,7 @@ def _record(kind: TransferKind, array: jax.Array, dst: NamedSharding, counted: T
         global_bytes=math.prod(array.shape) * array.dtype.itemsize,
         bytes_crossed=counted.crossed,
         bytes_inside=counted.inside,
+        bytes_across_processes=counted.across_processes,
         seconds=seconds,
     )
 

@@ -15,6 +15,13 @@ gpipe|1f1b`, `--steps N` training steps with the parameters kept on their meshes
 `--trace FILE.json` / `--gantt FILE.png` of the last step) or on the sequential reference
 executor (`--executor sequential`: every fragment in program order on one device).
 Their `--reference` is the program flattened into one XLA program on one device.
+`--steps N` (SPMD and pipeline) runs N training steps, each fed the previous one's
+updated state (@main's aliased outputs), and compares the last with N reference steps.
+
+Jobs of several processes (JAX's multi-controller runtime, `docs/runtime.md`):
+`--num-processes P` starts P local processes (CPU devices split between them) and shows
+process 0's output; `--num-processes P --process-id I --coordinator HOST:PORT` joins a
+job started once per host.
 
 Errors: `FILE:line:col: error: ...` for problems in the module, `alpa-run: error: ...`
 for the rest; exit status 1, no traceback (`--debug` shows one).
@@ -27,6 +34,7 @@ import math
 import os
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -34,7 +42,7 @@ import jax
 import numpy as np
 from jax.extend.mlir import ir
 
-from alpa_mlir.dialect_utils import context
+from alpa_mlir.dialect_utils import context, mpmd
 from alpa_mlir.dialect_utils.diagnostics import (
     Diagnostic,
     DiagnosticError,
@@ -47,6 +55,7 @@ from alpa_mlir.dialect_utils.graph import functions, is_declaration
 from alpa_mlir.dialect_utils.output_files import output_problem
 from alpa_mlir.dialect_utils.schedules import ScheduleKind
 from alpa_mlir.dialect_utils.types import tensor_info
+from alpa_mlir.runtime import distributed
 from alpa_mlir.runtime.devices import ensure_local_devices
 from alpa_mlir.runtime.errors import ExecutionError
 from alpa_mlir.runtime.inputs import load_inputs, random_inputs, save_outputs
@@ -110,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transfer", choices=[k.value for k in TransferKind], default=TransferKind.LOCAL_ALL_GATHER.value,
                    help="how values move between meshes (default local-all-gather)")
     p.add_argument("--steps", type=int, default=1,
-                   help="MPMD pipeline: training steps, each step's updated parameters and "
+                   help="SPMD and MPMD pipeline: training steps, each step's updated parameters and "
                         "optimizer state (aliased outputs) fed to the next (default 1)")
     p.add_argument("--cache-dir", default=None,
                    help="MPMD pipeline: keep compiled fragments in this folder across runs")
@@ -118,6 +127,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MPMD pipeline: fragments never consume their dead inputs' buffers")
     p.add_argument("--trace", default=None, help="MPMD pipeline: Chrome trace JSON of the last step")
     p.add_argument("--gantt", default=None, help="MPMD pipeline: Gantt chart (PNG) of the last step")
+    p.add_argument("--num-processes", type=int, default=1,
+                   help="run as a job of P processes (JAX's multi-controller runtime): without "
+                        "--process-id, start P local processes; with it, join a job started once per host")
+    p.add_argument("--devices-per-process", type=int, default=None,
+                   help="CPU devices each process creates (default: the devices the module "
+                        "needs, divided by --num-processes)")
+    p.add_argument("--coordinator", default=None,
+                   help="HOST:PORT of process 0's coordinator (with --process-id)")
+    p.add_argument("--process-id", type=int, default=None,
+                   help="this process's id in a job of --num-processes (with --coordinator)")
+    p.add_argument("--join-timeout", type=float, default=distributed.DEFAULT_INIT_TIMEOUT,
+                   help="seconds for every process of the job to join the coordinator "
+                        f"(default {distributed.DEFAULT_INIT_TIMEOUT:g})")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks")
     return p
 
@@ -214,6 +236,32 @@ def print_stats(program: Program, out: TextIO) -> None:
 def _check_repeat(args: argparse.Namespace) -> None:
     if args.repeat < 1:
         raise UsageError(f"--repeat must be at least 1, got {args.repeat}")
+    if args.steps < 1:
+        raise UsageError(f"--steps must be at least 1, got {args.steps}")
+    if args.steps > 1 and args.repeat > 1:
+        raise UsageError("--steps and --repeat do not combine: --steps feeds each step's outputs to the next")
+
+
+def _aliases(signature: Signature) -> dict[int, int]:
+    """Argument index -> the output that updates it (tf.aliasing_output): what --steps
+    feeds from one step to the next."""
+    return {a.index: a.aliased_output for a in signature.args if a.aliased_output is not None}
+
+
+def _feed_back(aliases: dict[int, int], state: list[Any], outputs: Sequence[Any]) -> list[Any]:
+    """The next step's inputs: aliased arguments replaced by their outputs."""
+    return [outputs[aliases[i]] if i in aliases else state[i] for i in range(len(state))]
+
+
+def _reference_steps(reference: Program, inputs: list[np.ndarray], aliases: dict[int, int],
+                     steps: int) -> list[np.ndarray]:
+    """The outputs of `steps` single-device steps, each fed the previous one's."""
+    state: list[Any] = list(inputs)
+    expected: list[np.ndarray] = []
+    for _ in range(steps):
+        expected = reference.run(state)
+        state = _feed_back(aliases, state, expected)
+    return expected
 
 
 def _inputs(args: argparse.Namespace, signature: Signature) -> list[np.ndarray]:
@@ -232,10 +280,8 @@ def _save_outputs(args: argparse.Namespace, timed: TimedRun, out: TextIO) -> Non
         print(f"outputs: {len(timed.outputs)} written to {args.outputs}", file=out)
 
 
-def _check_reference(args: argparse.Namespace, timed: TimedRun, reference: Program,
-                     inputs: list[np.ndarray], out: TextIO) -> int:
-    """Run `reference` on `inputs`, compare, print; the exit status."""
-    expected = reference.run(inputs)
+def _report(args: argparse.Namespace, timed: TimedRun, expected: list[np.ndarray], out: TextIO) -> int:
+    """Compare the run's outputs with the reference's, print; the exit status."""
     report = compare_outputs(list(timed.outputs), expected, Tolerance(args.rtol, args.atol))
     print_report(report, out, args.verbose)
     return 0 if report.passed else 1
@@ -244,12 +290,21 @@ def _check_reference(args: argparse.Namespace, timed: TimedRun, reference: Progr
 def run_spmd(args: argparse.Namespace, loaded: LoadedModule, out: TextIO) -> int:
     """Plain and SPMD modules: one XLA program on one device set."""
     _check_repeat(args)
-    devices = ensure_local_devices(_device_count(args, loaded))
+    devices = _run_devices(_device_count(args, loaded))
     program = compile_program(loaded.module, devices, CompileSettings(count_collectives=args.collectives))
     print(f"module: {loaded.name} ({program.kind.value})", file=out)
     print_program(program, out, args.verbose)
     inputs = _inputs(args, program.signature)
-    timed = program.run_timed(inputs, args.repeat)
+    if args.steps == 1:
+        timed = program.run_timed(inputs, args.repeat)
+    else:
+        aliases, state, seconds = _aliases(program.signature), list(inputs), []
+        for k in range(args.steps):
+            timed = program.run_timed(state)
+            print(f"step {k + 1}: {_ms(timed.seconds[0])}", file=out)
+            seconds.append(timed.seconds[0])
+            state = _feed_back(aliases, state, timed.outputs)
+        timed = TimedRun(timed.outputs, tuple(seconds))
     print_run(timed, out)
     if program.collectives is not None:
         print(f"collectives: {program.collectives.summary()}", file=out)
@@ -258,7 +313,9 @@ def run_spmd(args: argparse.Namespace, loaded: LoadedModule, out: TextIO) -> int
     _save_outputs(args, timed, out)
     if not args.reference:
         return 0
-    return _check_reference(args, timed, compile_reference(loaded.module, devices[0]), inputs, out)
+    reference = compile_reference(loaded.module, _reference_device(devices))
+    expected = _reference_steps(reference, inputs, _aliases(program.signature), args.steps)
+    return _report(args, timed, expected, out)
 
 
 def _describe(placement: Placement) -> str:
@@ -297,6 +354,8 @@ def run_mpmd(args: argparse.Namespace, loaded: LoadedModule, out: TextIO) -> int
         if getattr(args, flag):
             raise UsageError(f"--{flag} applies to plain and SPMD modules; {loaded.name} is an "
                              "MPMD module (run on the sequential reference executor)")
+    if args.steps != 1:
+        raise UsageError("--steps applies to SPMD modules and to MPMD modules on the pipeline executor")
     _check_repeat(args)
     if args.devices is not None and args.devices < 1:
         raise UsageError(f"--devices must be at least 1, got {args.devices}")
@@ -314,11 +373,11 @@ def run_mpmd(args: argparse.Namespace, loaded: LoadedModule, out: TextIO) -> int
         return 0
     reference = compile_flat_reference(loaded.module, device)
     print(f"reference: flattened module, compile {_ms(reference.compile_seconds)}", file=out)
-    return _check_reference(args, timed, reference, inputs, out)
+    return _report(args, timed, reference.run(inputs), out)
 
 
 def _pipeline_flags_only_for_mpmd(args: argparse.Namespace) -> None:
-    for flag, default in (("steps", 1), ("trace", None), ("gantt", None), ("cache_dir", None),
+    for flag, default in (("trace", None), ("gantt", None), ("cache_dir", None),
                           ("no_donate", False), ("schedule", None)):
         if getattr(args, flag) != default:
             raise UsageError(f"--{flag.replace('_', '-')} applies to MPMD modules run by the pipeline executor")
@@ -330,15 +389,11 @@ def run_pipeline(args: argparse.Namespace, loaded: LoadedModule, out: TextIO) ->
         if getattr(args, flag):
             raise UsageError(f"--{flag} applies to plain and SPMD modules; {loaded.name} is an MPMD module")
     _check_repeat(args)
-    if args.steps < 1:
-        raise UsageError(f"--steps must be at least 1, got {args.steps}")
-    if args.steps > 1 and args.repeat > 1:
-        raise UsageError("--steps and --repeat do not combine: --steps feeds each step's outputs to the next")
     program = read_program(loaded.module)
     needed = sum(m.size for m in program.meshes)
     if args.devices is not None and args.devices < needed:
         raise UsageError(f"--devices {args.devices}: the program's stage meshes need {needed} devices")
-    devices = ensure_local_devices(args.devices or needed)
+    devices = _run_devices(args.devices or needed)
     exe = PipelineExecutable(loaded.module, devices, schedule=args.schedule, transfer=args.transfer,
                              trace=bool(args.trace or args.gantt), donate=not args.no_donate,
                              cache_dir=args.cache_dir)
@@ -348,7 +403,9 @@ def run_pipeline(args: argparse.Namespace, loaded: LoadedModule, out: TextIO) ->
     for p, mesh in zip(exe.placements, program.meshes, strict=True):
         axes = " ".join(f"{a.name}={a.size}" for a in mesh.axes) or "(no axes)"
         ids = ",".join(str(d.id) for d in p.devices)
-        print(f"topology: {p.mesh_name} {axes} on devices [{ids}]", file=out)
+        processes = sorted({d.process_index for d in p.devices})
+        where = f" (process {', '.join(map(str, processes))})" if distributed.is_multiprocess() else ""
+        print(f"topology: {p.mesh_name} {axes} on devices [{ids}]{where}", file=out)
     print(f"executor: pipeline ({exe.schedule.value}, {program.num_stages} stages, "
           f"{program.num_microbatches} microbatches, {len(exe.instructions)} instructions)", file=out)
     donated = sum(len(p) for p in exe.donated.values())
@@ -356,7 +413,7 @@ def run_pipeline(args: argparse.Namespace, loaded: LoadedModule, out: TextIO) ->
     print(f"fragments: {len(program.fragments)} ({exe.cache.stats.compiled} compiled{from_disk}), "
           f"compile: {_ms(exe.compile_seconds)}, {donated} fragment inputs donated", file=out)
     inputs = _inputs(args, exe.signature)
-    aliases = {a.index: a.aliased_output for a in exe.signature.args if a.aliased_output is not None}
+    aliases = _aliases(exe.signature)
     state: list[Any] = list(inputs)
     seconds: list[float] = []
     outputs: list[Any] = []
@@ -365,12 +422,18 @@ def run_pipeline(args: argparse.Namespace, loaded: LoadedModule, out: TextIO) ->
         seconds.append(exe.last.seconds)
         if args.steps > 1:
             print(f"step {k + 1}: {_ms(exe.last.seconds)}", file=out)
-            state = [outputs[aliases[i]] if i in aliases else state[i] for i in range(len(state))]
-    timed = TimedRun(tuple(np.asarray(x) for x in outputs), tuple(seconds))
-    print_run(timed, out)
+            state = _feed_back(aliases, state, outputs)
     moved = exe.transfer.stats
-    print(f"per step: {exe.last.runs} fragment runs, {exe.last.moves} transfers "
-          f"({moved.bytes_crossed} bytes across meshes, {exe.transfer.kind.value})", file=out)
+    host = exe.collect(outputs)
+    here = " on this process" if distributed.is_multiprocess() else ""
+    across = f", {moved.bytes_across_processes} across processes" if distributed.is_multiprocess() else ""
+    print(f"per step{here}: {exe.last.runs} fragment runs, {exe.last.moves} transfers "
+          f"({moved.bytes_crossed} bytes across meshes{across}, {exe.transfer.kind.value})", file=out)
+    if any(x is None for x in host):  # a process other than 0 of a job
+        print("outputs and the reference check: on process 0", file=out)
+        return 0
+    timed = TimedRun(tuple(x for x in host if x is not None), tuple(seconds))
+    print_run(timed, out)
     _save_outputs(args, timed, out)
     if args.trace:
         write_chrome_trace(exe.last.events, program.mesh_names, args.trace)
@@ -381,16 +444,9 @@ def run_pipeline(args: argparse.Namespace, loaded: LoadedModule, out: TextIO) ->
         print(f"gantt: {args.gantt}", file=out)
     if not args.reference:
         return 0
-    reference = compile_flat_reference(loaded.module, devices[0])
+    reference = compile_flat_reference(loaded.module, _reference_device(devices))
     print(f"reference: flattened module on one device, {args.steps} step(s)", file=out)
-    ref_state = [np.asarray(x) for x in inputs]
-    expected: list[np.ndarray] = []
-    for _ in range(args.steps):
-        expected = reference.run(ref_state)
-        ref_state = [expected[aliases[i]] if i in aliases else ref_state[i] for i in range(len(ref_state))]
-    report = compare_outputs(list(timed.outputs), expected, Tolerance(args.rtol, args.atol))
-    print_report(report, out, args.verbose)
-    return 0 if report.passed else 1
+    return _report(args, timed, _reference_steps(reference, inputs, aliases, args.steps), out)
 
 
 def _check_output_paths(args: argparse.Namespace) -> None:
@@ -422,11 +478,24 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
 
 
-def run(args: argparse.Namespace, out: TextIO) -> int:
+def run(args: argparse.Namespace, out: TextIO, argv: list[str] | None = None) -> int:
+    """`argv`: the command line, which a launcher (--num-processes without --process-id)
+    gives each process it starts."""
     _check_numbers(args)
+    _check_job_flags(args)
+    if args.num_processes > 1 and args.process_id is None:
+        return launch(args, argv if argv is not None else sys.argv[1:], out)
+    if args.process_id is not None:
+        distributed.initialize(distributed.Job(args.coordinator, args.num_processes, args.process_id,
+                                               args.devices_per_process, init_timeout=args.join_timeout))
+        if args.process_id != 0:  # files are written by process 0 only
+            args.outputs = args.trace = args.gantt = None
     _check_output_paths(args)
     loaded = read_module(args.module, context.make_context())
     _check_main(loaded)
+    if args.process_id is not None:
+        print(f"job: process {args.process_id} of {args.num_processes}, {len(jax.local_devices())} "
+              f"devices each, coordinator {args.coordinator}", file=out)
     # 64-bit arguments (f64, i64) stay 64-bit only with JAX's x64 mode on.
     with jax.enable_x64(_has_64_bit_values(loaded)):
         if module_kind(loaded.module) is ModuleKind.MPMD:
@@ -436,6 +505,63 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             return run_mpmd(args, loaded, out)
         _pipeline_flags_only_for_mpmd(args)
         return run_spmd(args, loaded, out)  # PLAIN, SPMD and GSPMD
+
+
+def _check_job_flags(args: argparse.Namespace) -> None:
+    if args.num_processes < 1:
+        raise UsageError(f"--num-processes must be at least 1, got {args.num_processes}")
+    if args.devices_per_process is not None and args.devices_per_process < 1:
+        raise UsageError(f"--devices-per-process must be at least 1, got {args.devices_per_process}")
+    if (args.coordinator is None) != (args.process_id is None):
+        raise UsageError("--coordinator and --process-id go together (joining a job started once per host)")
+    if args.process_id is not None and not 0 <= args.process_id < args.num_processes:
+        raise UsageError(f"--process-id must be in [0, {args.num_processes}) for "
+                         f"--num-processes {args.num_processes}, got {args.process_id}")
+    if args.process_id is None and args.devices_per_process is not None and args.num_processes == 1:
+        raise UsageError("--devices-per-process applies to jobs of several processes: use --devices")
+    if not (math.isfinite(args.join_timeout) and args.join_timeout > 0):
+        raise UsageError(f"--join-timeout must be a positive number of seconds, got {args.join_timeout}")
+    if args.num_processes > 1 and args.module == "-":
+        raise UsageError("--num-processes needs a module file: every process reads it, stdin cannot be shared")
+    if args.coordinator is not None:
+        try:
+            distributed.parse_address(args.coordinator)
+        except distributed.JobError as e:
+            raise UsageError(f"--coordinator: {e}") from None
+
+
+def launch(args: argparse.Namespace, argv: list[str], out: TextIO) -> int:
+    """Start --num-processes local processes of this command (one coordinator on
+    127.0.0.1) and wait for them; process 0's output is shown."""
+    _check_output_paths(args)
+    loaded = read_module(args.module, context.make_context())
+    _check_main(loaded)
+    per_process = args.devices_per_process or -(-_job_device_count(args, loaded) // args.num_processes)
+
+    def command(process_id: int, coordinator: str) -> list[str]:
+        return [sys.executable, "-m", "alpa_mlir.tools.alpa_run", *argv, "--process-id", str(process_id),
+                "--coordinator", coordinator, "--devices-per-process", str(per_process)]
+
+    return distributed.launch_local(command, args.num_processes, per_process, out=out).status
+
+
+def _job_device_count(args: argparse.Namespace, loaded: LoadedModule) -> int:
+    """The devices a job runs the module on: --devices, else what the module needs."""
+    if args.devices is not None:
+        return int(args.devices)
+    if module_kind(loaded.module) is ModuleKind.MPMD:
+        return sum(m.size for m in mpmd.topology(mpmd.program_functions(loaded.module)["main"]).values())
+    return required_devices(loaded.module)
+
+
+def _run_devices(n: int) -> tuple[jax.Device, ...]:
+    """The first n devices: of the job across processes, else local (made on CPU)."""
+    return distributed.job_devices(n) if distributed.is_multiprocess() else ensure_local_devices(n)
+
+
+def _reference_device(devices: tuple[jax.Device, ...]) -> jax.Device:
+    """A device of this process for the single-device reference run."""
+    return devices[0] if devices[0].process_index == jax.process_index() else jax.local_devices()[0]
 
 
 def _has_64_bit_values(loaded: LoadedModule) -> bool:
@@ -457,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     err = sys.stderr
     try:
-        return run(args, sys.stdout)
+        return run(args, sys.stdout, argv)
     except DiagnosticError as e:
         if args.debug:
             raise
