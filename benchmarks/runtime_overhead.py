@@ -35,7 +35,8 @@ def measure(stages: int, microbatches: int, steps: int, schedule: str, batch: in
     from alpa_mlir.dialect_utils.context import make_context, parse_module
     from alpa_mlir.models.export import example_inputs, export_train_step
     from alpa_mlir.passes import PassManager
-    from alpa_mlir.runtime.pipeline import PipelineExecutable, Run
+    from alpa_mlir.runtime.pipeline import PipelineExecutable
+    from alpa_mlir.runtime.pipeline_program import Run
 
     overrides = {"batch_size": batch}
     text = export_train_step("gpt", "tiny", debug_info=False, **overrides)

@@ -9,7 +9,9 @@
 - `mpmd_reference`: MPMD modules run fragment by fragment in program order on one device
                    (`SequentialExecutor`), and flattened into one reference program.
 - `pipeline`:      the pipeline runtime: an MPMD program's stages on their submeshes under a
-                   schedule (`PipelineExecutable`); `docs/runtime.md`.
+                   schedule (`PipelineExecutable`); `docs/runtime.md`. Its parts:
+  `pipeline_program` (the module read as instructions), `stage_placement` (each stage's
+  devices), `instruction_order` (schedule order, frees, donations).
 - `schedules`:     GPipe / 1F1B / forward-only clock tables and their invariants.
 - `fragments`:     a fragment compiled as an SPMD program for its stage's devices, cached.
 - `transfers`:     moving values between meshes (device_put, Alpa's local all-gather).

@@ -65,7 +65,8 @@ from alpa_mlir.runtime.mpmd_reference import (
     SequentialExecutor,
     compile_flat_reference,
 )
-from alpa_mlir.runtime.pipeline import PipelineExecutable, read_program
+from alpa_mlir.runtime.pipeline import PipelineExecutable
+from alpa_mlir.runtime.pipeline_program import read_program
 from alpa_mlir.runtime.reference import (
     ReferenceReport,
     Tolerance,

@@ -21,15 +21,11 @@ from alpa_mlir.dialect_utils.schedules import ScheduleKind
 from alpa_mlir.models.export import example_inputs, export_train_step
 from alpa_mlir.passes.pass_manager import PassManager
 from alpa_mlir.runtime.errors import ExecutionError
-from alpa_mlir.runtime.pipeline import (
-    Move,
-    PipelineExecutable,
-    Run,
-    choose_schedule,
-    place_stages,
-    read_program,
-)
+from alpa_mlir.runtime.instruction_order import choose_schedule
+from alpa_mlir.runtime.pipeline import PipelineExecutable
+from alpa_mlir.runtime.pipeline_program import Move, Run, read_program
 from alpa_mlir.runtime.reference import Tolerance, compare_outputs, compile_reference
+from alpa_mlir.runtime.stage_placement import place_stages
 
 CLUSTER = "devices=2x4"
 MANUAL_2 = ("stages=manual layer-ranges=0-0,1-1 stage-submeshes=1x4,1x4 stage-logical-shapes=2x2,1x4", 2)
