@@ -240,3 +240,27 @@ def test_move_many_equals_moves_one_by_one(meshes: tuple[Mesh, Mesh], kind: Tran
         single.stats.bytes_crossed, single.stats.bytes_inside)
     assert batched.stats.count_by_kind() == single.stats.count_by_kind()
     assert batched.move_many([], []) == []
+
+
+def test_device_copier_takes_the_batched_copy_only_for_equal_layouts(meshes: tuple[Mesh, Mesh]) -> None:
+    """Shard k to shard k (same spec on another mesh) is one batched copy; other layouts
+    go to the reshard given (here: the piece-wise copy), and every result is exact."""
+    from alpa_mlir.dialect_utils.jax_internals import DeviceCopier
+    from alpa_mlir.runtime.transfers import _scatter
+
+    a, b = meshes
+    copier = DeviceCopier()
+    same = (_array((8, 8), jnp.float32, NamedSharding(a, P("x", "y"))), NamedSharding(b, P("x", "y")))
+    other = (_array((8, 12), jnp.float32, NamedSharding(a, P("x", None))), NamedSharding(b, P(None, ("x", "y"))))
+    assert copier.same_layout(same[0].sharding, same[1], 2)
+    assert not copier.same_layout(other[0].sharding, other[1], 2)
+    resharded: list[jax.Array] = []
+
+    def reshard(x: jax.Array, dst: NamedSharding) -> jax.Array:
+        resharded.append(x)
+        return _scatter(x, dst)
+
+    outs = copier.copy([same[0], other[0]], [same[1], other[1]], reshard=reshard)
+    assert resharded == [other[0]]
+    for out, (src, dst) in zip(outs, (same, other), strict=True):
+        _check_moved(out, src, dst)
