@@ -19,6 +19,13 @@ With `--rounds R`, each case is measured R times (steps, then fragments alone) a
 median overhead of the rounds is reported: the 2-core machine's noise moves one round
 by several points.
 
+    .venv/bin/python benchmarks/runtime_overhead.py --stages 4 --microbatches 16 --batch 64 512 --num-processes 2
+
+With `--num-processes P`, each case is also run as a job of P local processes (8 / P CPU
+devices each, the plan's hosts on the processes, moves between processes as programs
+over both meshes): its step time (median of `--steps`, process 0's clock) against the
+same sum of fragments alone, i.e. what the multi-process runtime adds on this machine.
+
 The per-instruction figure is what the runtime costs whatever the work; the percentage
 depends on how much work a fragment does (the batch: GPT tiny's microbatches of a batch
 of 64 split 16 ways hold 4 sequences).
@@ -38,15 +45,17 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 TARGETS = {(4, 16, 64): 10.0, (4, 16, 512): 5.0}  # (stages, microbatches, batch) -> max overhead %
 
 
-def measure(stages: int, microbatches: int, steps: int, schedule: str, batch: int,
-            rounds: int = 1) -> dict[str, float]:
+def _executable(stages: int, microbatches: int, schedule: str, batch: int):  # type: ignore[no-untyped-def]
+    """GPT tiny's step pipelined into `stages` uniform stages on a 2x4 cluster, compiled
+    for the first 8 devices (of the job, when several processes run it), and its inputs
+    placed once, as in a training loop, where parameters and optimizer state stay
+    resident on their meshes: a step's time is the pipeline's, not the host upload's."""
     import jax
 
     from alpa_mlir.dialect_utils.context import make_context, parse_module
     from alpa_mlir.models.export import example_inputs, export_train_step
     from alpa_mlir.passes import PassManager
     from alpa_mlir.runtime.pipeline import PipelineExecutable
-    from alpa_mlir.runtime.pipeline_program import Run
 
     overrides = {"batch_size": batch}
     text = export_train_step("gpt", "tiny", debug_info=False, **overrides)
@@ -56,23 +65,67 @@ def measure(stages: int, microbatches: int, steps: int, schedule: str, batch: in
                f"stages=uniform num-stages={stages} schedule={schedule}")
     PassManager.parse(f"builtin.module(alpa-pipeshard{{{options}}})", ctx).run(module)
     exe = PipelineExecutable(module, jax.devices()[:8], transfer="device-put")
-    # Placed once, as in a training loop, where parameters and optimizer state stay
-    # resident on their meshes: a step's time is the pipeline's, not the host upload's.
-    inputs = exe.place(example_inputs("gpt", "tiny", seed=0, **overrides))
+    return exe, exe.place(example_inputs("gpt", "tiny", seed=0, **overrides))
+
+
+def _median_step(exe, inputs, steps: int) -> float:  # type: ignore[no-untyped-def]
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        exe.step(inputs)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure(stages: int, microbatches: int, steps: int, schedule: str, batch: int,
+            rounds: int = 1) -> dict[str, float]:
+    from alpa_mlir.runtime.pipeline_program import Run
+
+    exe, inputs = _executable(stages, microbatches, schedule, batch)
     exe.step(inputs)  # warm-up
     measured = []  # (step, ideal) per round
     for _ in range(rounds):
-        times = []
-        for _ in range(steps):
-            start = time.perf_counter()
-            exe.step(inputs)
-            times.append(time.perf_counter() - start)
-        measured.append((statistics.median(times), sum(exe.fragment_seconds(inputs))))
+        measured.append((_median_step(exe, inputs, steps), sum(exe.fragment_seconds(inputs))))
     step, ideal = sorted(measured, key=lambda r: (r[0] - r[1]) / r[0])[len(measured) // 2]
     instructions = len(exe.instructions)
     runs = sum(1 for i in exe.instructions if isinstance(i, Run))
     return {"step_ms": step * 1e3, "fragments_ms": ideal * 1e3, "instructions": instructions, "runs": runs,
             "overhead_pct": 100 * (step - ideal) / step, "per_instruction_us": 1e6 * (step - ideal) / instructions}
+
+
+def measure_job(stages: int, microbatches: int, steps: int, schedule: str, batch: int,
+                processes: int) -> float:
+    """The median step (ms) of the case run as a job of `processes` local processes."""
+    import io
+    import sys
+
+    from alpa_mlir.runtime import distributed
+
+    def command(i: int, coordinator: str) -> list[str]:
+        return [sys.executable, __file__, "--stages", str(stages), "--microbatches", str(microbatches),
+                "--batch", str(batch), "--steps", str(steps), "--schedule", schedule,
+                "--num-processes", str(processes), "--process-id", str(i), "--coordinator", coordinator]
+
+    out = io.StringIO()
+    result = distributed.launch_local(command, processes, 8 // processes, out=out)
+    found = [line.split()[1] for line in out.getvalue().splitlines() if line.startswith("STEP_MS ")]
+    if result.status != 0 or not found:
+        raise RuntimeError(f"the {processes}-process job failed: {result.message or out.getvalue()[-300:]}")
+    return float(found[0])
+
+
+def job_process(args: argparse.Namespace) -> int:
+    """One process of a `measure_job` job: print process 0's median step."""
+    from alpa_mlir.runtime import distributed
+
+    distributed.initialize(distributed.Job(args.coordinator, args.num_processes, args.process_id,
+                                           8 // args.num_processes))
+    exe, inputs = _executable(args.stages[0], args.microbatches[0], args.schedule, args.batch[0])
+    exe.step(inputs)  # warm-up
+    step = _median_step(exe, inputs, args.steps)
+    if args.process_id == 0:
+        print(f"STEP_MS {step * 1e3:.3f}", flush=True)
+    return 0
 
 
 def main() -> int:
@@ -84,7 +137,13 @@ def main() -> int:
     p.add_argument("--batch", type=int, nargs="*", default=[64, 512],
                    help="GPT tiny global batch sizes (each divisible by every M)")
     p.add_argument("--rounds", type=int, default=1, help="measure each case R times, report the median round")
+    p.add_argument("--num-processes", type=int, default=1,
+                   help="also run each case as a job of P local processes (8 / P devices each)")
+    p.add_argument("--process-id", type=int, default=None, help=argparse.SUPPRESS)  # a job's process
+    p.add_argument("--coordinator", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.process_id is not None:
+        return job_process(args)
     print(f"GPT tiny, {args.schedule}, 8 CPU devices; median of {args.steps} steps, "
           f"median of {args.rounds} round(s)")
     missed = 0
@@ -104,6 +163,19 @@ def main() -> int:
                 missed += target is not None and r["overhead_pct"] >= target
                 print(f"{b:>5} {s:>2} {m:>3} {r['instructions']:>6} {r['step_ms']:>9.1f} {r['fragments_ms']:>13.1f} "
                       f"{r['overhead_pct']:>8.1f}% {r['per_instruction_us']:>8.0f} us{verdict}", flush=True)
+                if args.num_processes > 1:
+                    try:
+                        job = measure_job(s, m, args.steps, args.schedule, b, args.num_processes)
+                    except RuntimeError as e:
+                        print(f"{'':>15} {args.num_processes} processes: failed: {e}")
+                        missed += 1
+                        continue
+                    ideal = r["fragments_ms"]
+                    pct = 100 * (job - ideal) / job
+                    verdict = "" if target is None else f"  target < {target:g}%: {'ok' if pct < target else 'MISSED'}"
+                    missed += target is not None and pct >= target
+                    print(f"{'':>15} {args.num_processes} processes: step {job:.1f} ms, overhead {pct:.1f}% "
+                          f"{1e3 * (job - ideal) / r['instructions']:.0f} us per instruction{verdict}", flush=True)
     if missed:
         print(f"{missed} case(s) missed their target or failed")
     return 1 if missed else 0

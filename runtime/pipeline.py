@@ -148,6 +148,7 @@ class PipelineExecutable:
         self.routes = tuple(self._route(ins) if isinstance(ins, Move) else Route.LOCAL
                             for ins in self.instructions)
         self._collector = UnionMover()
+        self._declared: dict[Slot, NamedSharding] = {}
         self._spanning = {p.mesh.devices: spans_processes(p.mesh.devices) for p in self.programs if p is not None}
         self._reshard: dict[int, tuple[bool, ...]] = {}  # RUN index -> inputs to reshard
         self._batches = _batches(self.instructions, not trace, self.routes)
@@ -173,11 +174,16 @@ class PipelineExecutable:
 
     def declared(self, s: Slot) -> NamedSharding:
         """The sharding a value's mesh_tensor type declares, on its stage's mesh."""
-        info = self.program.values[s]
-        return self._named(info.stage, info.sharding)
+        found = self._declared.get(s)
+        if found is None:
+            info = self.program.values[s]
+            found = self._declared[s] = self._named(info.stage, info.sharding)
+        return found
 
     def _placeholder(self, s: Slot) -> jax.Array:
-        """A value of another process's stage: no addressable shards, declared sharding."""
+        """A value of another process's stage: no addressable shards, declared sharding.
+        Made only where one is read (a move's source, a result): the values of other
+        processes' stages are not in a step's environment."""
         info = self.program.values[s]
         return placeholder(info.shape, info.dtype, self.declared(s))
 
@@ -222,9 +228,7 @@ class PipelineExecutable:
             moved = 0
             if isinstance(ins, Run):
                 program = self.programs[ins.fragment]
-                if program is None:  # another process's stage
-                    env.update((s, self._placeholder(s)) for s in ins.outputs)
-                else:
+                if program is not None:  # else another process's stage: nothing here
                     outputs = self._launch(first, program, [env[s] for s in ins.inputs])
                     env.update(zip(ins.outputs, outputs, strict=True))
                     stats.runs += 1
@@ -241,13 +245,16 @@ class PipelineExecutable:
                     moved += self._move_across(k, env)
                     stats.moves += self.routes[k] is Route.ACROSS
             if self.trace:  # batches are single instructions then
-                jax.block_until_ready([env[s] for s in (ins.outputs if isinstance(ins, Run) else (ins.target,))])
+                jax.block_until_ready([env[s] for s in (ins.outputs if isinstance(ins, Run) else (ins.target,))
+                                       if s in env])
                 stats.events.append(TraceEvent(ins.stage, self._event_name(ins), t0 - started,
                                                time.perf_counter() - started, moved))
             for k in range(first, last):
                 for s in self.frees[k]:  # each slot holds its own array (moves make new ones)
-                    env.pop(s).delete()
-        outputs = [env[s] for s in self.program.result_slots]
+                    value = env.pop(s, None)
+                    if value is not None:
+                        value.delete()
+        outputs = [env[s] if s in env else self._placeholder(s) for s in self.program.result_slots]
         jax.block_until_ready(outputs)
         stats.seconds = time.perf_counter() - started
         self.last = stats
@@ -257,13 +264,13 @@ class PipelineExecutable:
         """MOVE k when a process other than this one owns a device of either mesh: the
         value in its declared sharding, moved by a program over both meshes to the
         declared destination sharding, then laid out as its reader expects. A process
-        owning no device of either keeps a placeholder. Returns the bytes sent."""
+        owning no device of either does nothing. Returns the bytes sent."""
         ins = self.instructions[k]
         assert isinstance(ins, Move)
         if self.routes[k] is Route.ELSEWHERE:
-            env[ins.target] = self._placeholder(ins.target)
             return 0
-        value, src = env[ins.source], self.declared(ins.source)
+        src = self.declared(ins.source)
+        value = env[ins.source] if ins.source in env else self._placeholder(ins.source)
         if value.addressable_shards and value.sharding != src:
             value = put(value, src)
         out = self.transfer.move(value, self.declared(ins.target))

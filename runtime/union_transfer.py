@@ -215,7 +215,9 @@ class UnionProgram:
     plan: UnionPlan
     rows: NamedSharding  # the program's input and output sharding (`union_rows`)
     program: Callable[[jax.Array], jax.Array]
-    zeros: Callable[[], jax.Array] | None  # None when this process owns no device of D
+    # This process's rows for its devices of D (made once: the program does not consume
+    # its input); empty when it owns no device of D.
+    zero_rows: Mapping[jax.Device, jax.Array]
 
 
 CacheKey = tuple[Shape, str, Sharding, Sharding]
@@ -267,7 +269,8 @@ class UnionMover:
             plan = plan_union(shape, src, dst)
             me = jax.process_index()
             local_dst = [d for d in plan.devices if d in plan.dst_devices and d.process_index == me]
-            zeros = build_zeros(local_dst, plan.src_shard_shape, dtype) if local_dst else None
+            zeros = {} if not local_dst else {
+                s.device: s.data for s in build_zeros(local_dst, plan.src_shard_shape, dtype)().addressable_shards}
             found = UnionProgram(plan, union_rows(plan), build_program(plan), zeros)
             self._cache[key] = found
         return found
@@ -277,10 +280,8 @@ class UnionMover:
         """The program's input: this process's rows of [|U|, *src_shard] over "u"."""
         plan = entry.plan
         shards = {s.device: s.data for s in array.addressable_shards}
-        zero_rows = {} if entry.zeros is None else {
-            s.device: s.data for s in entry.zeros().addressable_shards}
         row_shape = (1, *plan.src_shard_shape)
-        rows = [shards[d].reshape(row_shape) if d in plan.src_devices else zero_rows[d]
+        rows = [shards[d].reshape(row_shape) if d in plan.src_devices else entry.zero_rows[d]
                 for d in plan.devices if d.process_index == me]
         return jax.make_array_from_single_device_arrays(
             (len(plan.devices), *plan.src_shard_shape), entry.rows, rows, dtype=array.dtype)

@@ -556,8 +556,20 @@ def _job_device_count(args: argparse.Namespace, loaded: LoadedModule) -> int:
 
 
 def _run_devices(n: int) -> tuple[jax.Device, ...]:
-    """The first n devices: of the job across processes, else local (made on CPU)."""
-    return distributed.job_devices(n) if distributed.is_multiprocess() else ensure_local_devices(n)
+    """The first n devices: of the job across processes (every process must own one of
+    them: each runs the same program), else local (made on CPU)."""
+    if not distributed.is_multiprocess():
+        return ensure_local_devices(n)
+    devices = distributed.job_devices(n)
+    idle = sorted(set(range(jax.process_count())) - {d.process_index for d in devices})
+    if idle:
+        per = len(jax.local_devices())
+        share = -(-n // jax.process_count())
+        raise UsageError(f"the module runs on {n} devices, but the job's first {n} devices leave "
+                         f"process(es) {', '.join(map(str, idle))} without one ({jax.process_count()} "
+                         f"processes x {per} devices): give each process {share} devices "
+                         f"(--devices-per-process {share})")
+    return devices
 
 
 def _reference_device(devices: tuple[jax.Device, ...]) -> jax.Device:

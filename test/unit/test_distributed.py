@@ -266,13 +266,17 @@ def test_a_coordinator_that_does_not_answer(tmp_path: Path) -> None:
             f"joined the coordinator 127.0.0.1:{port}") in proc.stderr
 
 
-def test_a_job_smaller_than_the_plan(tmp_path: Path) -> None:
+def test_a_job_that_does_not_fit_the_plan(tmp_path: Path) -> None:
     path = tmp_path / "gpt.spmd.mlir"
     path.write_text(gpt_tiny("alpa-auto-sharding{mesh=2x4 cluster=p3.16xlarge},canonicalize"))
     proc = alpa_run(str(path), "--num-processes", "2", "--devices-per-process", "2")
     assert proc.returncode == 1
-    assert proc.stderr.splitlines()[-1] == \
-        "alpa-run: error: 8 devices needed, but the job has 2 processes x 2 devices = 4"
+    assert "alpa-run: error: 8 devices needed, but the job has 2 processes x 2 devices = 4\n" in proc.stderr
+    proc = alpa_run(str(path), "--num-processes", "2", "--devices-per-process", "8")
+    assert proc.returncode == 1
+    assert ("alpa-run: error: the module runs on 8 devices, but the job's first 8 devices leave process(es) 1 "
+            "without one (2 processes x 8 devices): give each process 4 devices (--devices-per-process 4)\n"
+            ) in proc.stderr
 
 
 def test_job_flags_are_checked(tmp_path: Path) -> None:
