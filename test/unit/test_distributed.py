@@ -92,6 +92,18 @@ def test_processes_that_all_report_the_same_error_end_quietly(tmp_path: Path) ->
     assert sorted(err.read_text().splitlines()) == ["[process 1] problem 1", "[process 2] problem 2", "problem 0"]
 
 
+def test_a_process_that_reports_a_failure_itself_is_not_called_dead() -> None:
+    """Process 0 exits 1 (a failed reference check is checked there only) while process 1
+    still runs and then exits 0: status 1, and no launcher message about a dead process."""
+    def command(i: int, coordinator: str) -> list[str]:
+        return python("import sys; sys.exit(1)") if i == 0 else python("import time; time.sleep(0.5)")
+
+    with open(os.devnull, "w") as devnull:
+        result = launch_local(command, 2, 1, out=devnull, err=devnull)
+    assert result.returncodes == (1, 0) and result.status == 1
+    assert result.failed is None and result.message == ""
+
+
 # ----------------------------------------------------------------- jobs of alpa-run
 
 
