@@ -47,6 +47,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec, Sharding
 
 from .devices import xla_flags_cpu_device_count
 from .errors import ExecutionError
+from .process_order import ordered
 from .union_transfer import UnionMover
 
 DEFAULT_INIT_TIMEOUT = 60.0  # seconds for every process of the job to join
@@ -190,7 +191,7 @@ def put(value: np.ndarray | jax.Array, sharding: Sharding) -> jax.Array:
         if value.is_fully_addressable:
             value = np.asarray(value)
         else:  # already global: a reshard over the devices it lives on, waited for
-            return jax.jit(lambda x: x, out_shardings=sharding)(value).block_until_ready()
+            return ordered(lambda: jax.jit(lambda x: x, out_shardings=sharding)(value))
     host = np.asarray(value)
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index], dtype=host.dtype)
 
@@ -201,7 +202,7 @@ def to_host(array: jax.Array) -> np.ndarray:
     if array.is_fully_addressable:
         return np.asarray(array)
     from jax.experimental import multihost_utils
-    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+    return np.asarray(ordered(lambda: multihost_utils.process_allgather(array, tiled=True)))
 
 
 def collect(arrays: Sequence[jax.Array], mover: UnionMover | None = None) -> list[np.ndarray | None]:
@@ -243,15 +244,8 @@ def _local_copy(array: jax.Array | None) -> np.ndarray | None:
 
 def _replicate(array: jax.Array, devices: Sequence[jax.Device]) -> jax.Array:
     mesh = Mesh(np.array(devices, dtype=object), ("all",))
-    return jax.jit(lambda x: x, out_shardings=NamedSharding(mesh, PartitionSpec()))(array).block_until_ready()
-
-
-def spans_processes(devices: Sequence[jax.Device]) -> bool:
-    """The devices belong to more than one process: a program over them has collectives
-    between processes, and every program of that kind must run to its end before the
-    next is started (the CPU client starts programs when their inputs are ready, so an
-    order that differs between processes would leave each waiting for the other)."""
-    return len({d.process_index for d in devices}) > 1
+    return ordered(
+        lambda: jax.jit(lambda x: x, out_shardings=NamedSharding(mesh, PartitionSpec()))(array))
 
 
 # ------------------------------------------------------------------------- launching

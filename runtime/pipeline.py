@@ -45,11 +45,12 @@ from alpa_mlir.dialect_utils import mpmd
 from alpa_mlir.dialect_utils import shardy as S
 from alpa_mlir.dialect_utils.schedules import ScheduleKind
 
-from .distributed import collect, is_multiprocess, put, spans_processes
+from .distributed import collect, put
 from .errors import ExecutionError
 from .fragments import FragmentCache
 from .instruction_order import choose_schedule, donations, last_uses, order
 from .pipeline_program import Instruction, Move, Run, Slot, read_program
+from .process_order import ordered, settle, spans_processes
 from .signature import Signature, check_inputs
 from .spmd import Program
 from .stage_placement import place_stages
@@ -256,6 +257,7 @@ class PipelineExecutable:
                         value.delete()
         outputs = [env[s] if s in env else self._placeholder(s) for s in self.program.result_slots]
         jax.block_until_ready(outputs)
+        settle()  # this process's part of the last move between processes
         stats.seconds = time.perf_counter() - started
         self.last = stats
         return outputs
@@ -296,20 +298,27 @@ class PipelineExecutable:
         """Per RUN instruction of a step, in order: the fastest of `repeats` executions of
         its fragment alone, on its actual inputs, waiting for the result (fragments are
         pure, so repeating one changes nothing). Their sum is the step time without any
-        runtime overhead; the step's values are computed along the way as `step` does."""
-        if len(self.local_stages) < len(self.placements) or is_multiprocess():
-            raise ExecutionError("fragment_seconds times a step run by one process")
+        runtime overhead; the step's values are computed along the way as `step` does.
+        Across processes every process calls this; a RUN of another process's stage
+        counts 0 here (the job's sum is the sum of every process's)."""
         env: dict[Slot, jax.Array] = dict(zip(self.program.arg_slots, self.place(inputs), strict=True))
         times: list[float] = []
         for k, ins in enumerate(self.instructions):
             if isinstance(ins, Move):
-                target = self.move_shardings[k]
-                assert target is not None
-                env[ins.target] = jax.block_until_ready(self.transfer.move(env[ins.source], target))
+                if self.routes[k] is not Route.LOCAL:
+                    self._move_across(k, env)
+                else:
+                    target = self.move_shardings[k]
+                    assert target is not None
+                    env[ins.target] = self.transfer.move(env[ins.source], target)
+                if ins.target in env:
+                    jax.block_until_ready(env[ins.target])
+                continue
+            program = self.programs[ins.fragment]
+            if program is None:
+                times.append(0.0)
                 continue
             args = [env[s] for s in ins.inputs]
-            program = self.programs[ins.fragment]
-            assert program is not None
             donated = set(self.donated.get(ins.fragment, ()))
             best = float("inf")
             outputs: list[jax.Array] = []
@@ -336,10 +345,9 @@ class PipelineExecutable:
         if any(flags):
             arrays = [jax.device_put(a, t) if f else a
                       for a, t, f in zip(arrays, program.input_shardings, flags, strict=True)]
-        outputs = program.launch(arrays)
-        if self._spanning[program.mesh.devices]:  # see distributed.spans_processes
-            jax.block_until_ready(outputs)
-        return outputs
+        if self._spanning[program.mesh.devices]:  # outputs handed on: waited for at once
+            return ordered(lambda: program.launch(arrays))
+        return program.launch(arrays)
 
     def _event_name(self, ins: Instruction) -> str:
         u = ins.unit

@@ -74,6 +74,7 @@ from .pieces import (
     plan_pieces,
     scatter_sharding,
 )
+from .process_order import ordered, spans_processes
 from .union_transfer import UnionMover, placeholder
 
 
@@ -309,9 +310,9 @@ class LocalAllGatherTransfer:
             out = self._union.move(array, dst) if across else jax.device_put(array, dst)
         elif across:  # 1/k over the link between the processes, the all-gather inside
             kind, scattered = self.kind, self._union.move(array, mid)
-            # waited for, as every move between processes (`union_transfer`)
-            out = self._gather(dst)(scattered).block_until_ready() if scattered.addressable_shards \
-                else placeholder(array.shape, array.dtype, dst)
+            out = placeholder(array.shape, array.dtype, dst) if not scattered.addressable_shards \
+                else ordered(lambda: self._gather(dst)(scattered)) \
+                if spans_processes(dst.device_set) else self._gather(dst)(scattered)
         else:
             kind, out = self.kind, self._gather(dst)(_scatter(array, mid))
         if self.wait:

@@ -50,6 +50,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec, Sharding
 from jax.typing import DTypeLike
 
 from alpa_mlir.runtime.pieces import Box, Piece, Shape, plan_pieces
+from alpa_mlir.runtime.process_order import chained
 
 AXIS = "u"  # the union mesh's one axis: one row per device of S then D
 
@@ -167,12 +168,13 @@ def union_rows(plan: UnionPlan) -> NamedSharding:
     return NamedSharding(Mesh(np.array(plan.devices, dtype=object), (AXIS,)), PartitionSpec(AXIS))
 
 
-def build_program(plan: UnionPlan) -> Callable[[jax.Array], jax.Array]:
-    """jit(shard_map) over Mesh(plan.devices, "u"): [|U|, *src_shard] -> [|U|, *dst_shard]."""
+def build_program(plan: UnionPlan) -> Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
+    """jit(shard_map) over Mesh(plan.devices, "u"): ([|U|, *src_shard], token [|U|]) ->
+    ([|U|, *dst_shard], token + 1): the token orders the moves (`process_order.chained`)."""
     rows = union_rows(plan)
     ndim = len(plan.dst_shard_shape)
 
-    def body(block: jax.Array) -> jax.Array:
+    def body(block: jax.Array, token: jax.Array) -> tuple[jax.Array, jax.Array]:
         me = jax.lax.axis_index(AXIS)
         local = block[0]
         out = jnp.zeros(plan.dst_shard_shape, block.dtype)
@@ -184,11 +186,11 @@ def build_program(plan: UnionPlan) -> Callable[[jax.Array], jax.Array]:
             kept = jax.lax.dynamic_slice(out, recv, r.piece_shape)
             mine = jnp.asarray(np.array(r.receives))[me]
             out = jax.lax.dynamic_update_slice(out, jnp.where(mine, arrived, kept), recv)
-        return out[None]
+        return out[None], token + 1
 
-    moved = jax.shard_map(body, mesh=rows.mesh, in_specs=PartitionSpec(AXIS),
-                          out_specs=PartitionSpec(AXIS), check_vma=False)
-    return jax.jit(moved, in_shardings=rows, out_shardings=rows)
+    spec = PartitionSpec(AXIS)
+    moved = jax.shard_map(body, mesh=rows.mesh, in_specs=(spec, spec), out_specs=(spec, spec), check_vma=False)
+    return jax.jit(moved, in_shardings=(rows, rows), out_shardings=(rows, rows))
 
 
 def _starts(table: tuple[tuple[int, ...], ...], me: jax.Array, ndim: int) -> list[jax.Array]:
@@ -214,7 +216,7 @@ class UnionProgram:
 
     plan: UnionPlan
     rows: NamedSharding  # the program's input and output sharding (`union_rows`)
-    program: Callable[[jax.Array], jax.Array]
+    program: Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
     # This process's rows for its devices of D (made once: the program does not consume
     # its input); empty when it owns no device of D.
     zero_rows: Mapping[jax.Device, jax.Array]
@@ -230,7 +232,8 @@ class UnionMover:
 
     Every process owning a device of S or D must call `move` for the same arrays in the
     same order; the others may call it too (they get a placeholder and run nothing).
-    `move` returns once the program has run, so moves run in the order they are made.
+    Moves are ordered with every other program spanning processes
+    (`process_order.chained`): `move` returns once the program is dispatched.
     """
 
     _cache: dict[CacheKey, UnionProgram] = field(default_factory=dict, repr=False)
@@ -251,10 +254,7 @@ class UnionMover:
             return placeholder(shape, dtype, dst)
         entry = self._entry(shape, dtype, src, dst)
         stacked = self._stack(array, entry, me)
-        # Wait for the move to finish: the CPU client starts a program once its inputs
-        # are ready, so two moves dispatched in one order could run in another, and a
-        # process waiting in a different collective than its peer never returns.
-        moved = entry.program(stacked).block_until_ready()
+        moved = chained(entry.rows, lambda token: entry.program(stacked, token))
         out_rows = {s.device: s.data for s in moved.addressable_shards}
         plan = entry.plan
         mine = [out_rows[d].reshape(plan.dst_shard_shape)
