@@ -7,7 +7,9 @@
 @main's arguments are, in order, the leaves of (params, opt_state, batch); its results the
 leaves of (new_params, new_opt_state, loss). Leaves follow JAX's pytree order (dict keys
 sorted, lists in order; the Adam state is mu, nu, step). Params and opt_state are donated
-(`tf.aliasing_output` on those arguments) unless `donate=False`.
+(`tf.aliasing_output` on those arguments) unless `donate=False`. `precision="bf16"` or
+`"fp16"` exports the mixed-precision step (`precision.py`); the arguments and results
+keep their dtypes (float32 parameters, Adam state and float inputs).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 from alpa_mlir.models.adam import AdamConfig, AdamState, adam_state_shapes
 from alpa_mlir.models.errors import ModelConfigError
 from alpa_mlir.models.params import Params, count_params
+from alpa_mlir.models.precision import Precision
 from alpa_mlir.models.registry import ModelSpec, get_model
 from alpa_mlir.models.training import Batch, TrainStep
 
@@ -35,10 +38,11 @@ class TrainStepSetup:
     model: ModelSpec[Any]  # the zoo entry
     config: Any  # the model's config dataclass (preset + overrides)
     adam: AdamConfig = field(default_factory=AdamConfig)  # optimizer hyperparameters
+    precision: Precision = field(default_factory=Precision)  # compute dtype, loss scale
 
     def train_step(self) -> TrainStep:
         """`train_step(params, opt_state, batch) -> (new_params, new_opt_state, loss)`."""
-        return self.model.make_train_step(self.config, self.adam)
+        return self.model.make_train_step(self.config, self.adam, self.precision)
 
     def abstract_args(self) -> tuple[Params, AdamState, Batch]:
         """(params, opt_state, batch) as `jax.ShapeDtypeStruct` trees."""
@@ -115,11 +119,14 @@ def _leaf_names(prefix: str, tree: Any) -> list[str]:
 
 
 def train_step_setup(
-    model_name: str, preset: str = "tiny", *, adam: AdamConfig | None = None, **overrides: Any
+    model_name: str, preset: str = "tiny", *, adam: AdamConfig | None = None,
+    precision: str | Precision | None = None, **overrides: Any
 ) -> TrainStepSetup:
-    """Look up `model_name`, apply `overrides` (config field -> value) to `preset`."""
+    """Look up `model_name`, apply `overrides` (config field -> value) to `preset`;
+    `precision` is a `Precision` or its name (`fp32`, `bf16`, `fp16`)."""
     model = get_model(model_name)
-    return TrainStepSetup(model, model.config(preset, **overrides), adam or AdamConfig())
+    chosen = precision if isinstance(precision, Precision) else Precision(precision or "fp32")
+    return TrainStepSetup(model, model.config(preset, **overrides), adam or AdamConfig(), chosen)
 
 
 def export_train_step(
@@ -129,10 +136,11 @@ def export_train_step(
     donate: bool = True,
     debug_info: bool = True,
     adam: AdamConfig | None = None,
+    precision: str | Precision | None = None,
     **overrides: Any,
 ) -> str:
     """StableHLO text of the model's training step (abstract shapes: no weights built)."""
-    setup = train_step_setup(model_name, preset, adam=adam, **overrides)
+    setup = train_step_setup(model_name, preset, adam=adam, precision=precision, **overrides)
     return setup.lower(donate=donate).as_text(debug_info=debug_info)
 
 

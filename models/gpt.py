@@ -26,6 +26,7 @@ import alpa_mlir.models.params as P
 import alpa_mlir.models.transformer as T
 from alpa_mlir.models.adam import AdamConfig
 from alpa_mlir.models.losses import cross_entropy
+from alpa_mlir.models.precision import Precision
 from alpa_mlir.models.training import Batch, TrainStep
 from alpa_mlir.models.training import make_train_step as _make_train_step
 from alpa_mlir.models.validation import require_transformer_sizes
@@ -130,6 +131,7 @@ def loss(config: GPTConfig, params: P.Params, batch: Batch) -> jax.Array:
     return jnp.mean(cross_entropy(logits(config, params, batch["input_ids"]), batch["labels"]))
 
 
-def make_train_step(config: GPTConfig, adam: AdamConfig | None = None) -> TrainStep:
+def make_train_step(config: GPTConfig, adam: AdamConfig | None = None,
+                    precision: Precision | None = None) -> TrainStep:
     """`train_step(params, opt_state, batch) -> (new_params, new_opt_state, loss)`."""
-    return _make_train_step(lambda p, b: loss(config, p, b), adam or AdamConfig())
+    return _make_train_step(lambda p, b: loss(config, p, b), adam or AdamConfig(), precision)

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from alpa_mlir.models.params import Params, SpecTree, normal, ones, zeros
+from alpa_mlir.models.precision import in_float32
 
 LAYER_NORM_EPS = 1e-5
 
@@ -37,11 +38,13 @@ def layer_norm_spec(hidden: int) -> SpecTree:
 
 
 def layer_norm(p: Params, x: jax.Array) -> jax.Array:
-    """Layer norm over the last dim."""
-    mean = jnp.mean(x, axis=-1, keepdims=True)
-    centered = x - mean
+    """Layer norm over the last dim (computed in float32, returned in x's dtype)."""
+    x32 = in_float32(x)
+    mean = jnp.mean(x32, axis=-1, keepdims=True)
+    centered = x32 - mean
     var = jnp.mean(centered * centered, axis=-1, keepdims=True)
-    return centered * lax.rsqrt(var + LAYER_NORM_EPS) * p["scale"] + p["bias"]
+    normed = centered * lax.rsqrt(var + LAYER_NORM_EPS)
+    return normed.astype(x.dtype) * p["scale"] + p["bias"]
 
 
 def embedding_lookup(table: jax.Array, ids: jax.Array, *, one_hot: bool) -> jax.Array:

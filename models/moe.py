@@ -36,6 +36,7 @@ import alpa_mlir.models.transformer as T
 from alpa_mlir.models.adam import AdamConfig
 from alpa_mlir.models.errors import ModelConfigError
 from alpa_mlir.models.losses import cross_entropy
+from alpa_mlir.models.precision import Precision, in_float32
 from alpa_mlir.models.training import Batch, TrainStep
 from alpa_mlir.models.training import make_train_step as _make_train_step
 from alpa_mlir.models.validation import require_transformer_sizes
@@ -210,7 +211,7 @@ def moe_ffn(config: MoEConfig, p: P.Params, x: jax.Array) -> tuple[jax.Array, ja
     batch, seq, hidden = x.shape
     group = config.group_size
     xs = x.reshape(batch * seq // group, group, hidden)
-    gates = jax.nn.softmax(jnp.einsum("gsh,he->gse", xs, p["gate"]), axis=-1)
+    gates = jax.nn.softmax(in_float32(jnp.einsum("gsh,he->gse", xs, p["gate"])), axis=-1).astype(xs.dtype)
     combine, dispatch, aux = top2_routing(gates, config.capacity)
     expert_in = jnp.einsum("gsec,gsh->egch", dispatch, xs)
     expert_hidden = jax.nn.relu(jnp.einsum("egch,ehf->egcf", expert_in, p["wi"]))
@@ -250,6 +251,7 @@ def loss(config: MoEConfig, params: P.Params, batch: Batch) -> jax.Array:
     return jnp.mean(cross_entropy(logits, batch["labels"])) + config.aux_loss_weight * aux
 
 
-def make_train_step(config: MoEConfig, adam: AdamConfig | None = None) -> TrainStep:
+def make_train_step(config: MoEConfig, adam: AdamConfig | None = None,
+                    precision: Precision | None = None) -> TrainStep:
     """`train_step(params, opt_state, batch) -> (new_params, new_opt_state, loss)`."""
-    return _make_train_step(lambda p, b: loss(config, p, b), adam or AdamConfig())
+    return _make_train_step(lambda p, b: loss(config, p, b), adam or AdamConfig(), precision)

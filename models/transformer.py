@@ -16,6 +16,7 @@ from jax import lax
 
 from alpa_mlir.models.layers import dense, dense_spec
 from alpa_mlir.models.params import Params, SpecTree
+from alpa_mlir.models.precision import in_float32
 
 # Added to masked attention scores: exp() of it underflows to 0 without producing inf - inf.
 MASKED_SCORE = -1e9
@@ -42,7 +43,7 @@ def attention(p: Params, x: jax.Array, num_heads: int, *, causal: bool) -> jax.A
         q_pos = lax.broadcasted_iota(jnp.int32, (seq, seq), 0)
         k_pos = lax.broadcasted_iota(jnp.int32, (seq, seq), 1)
         scores = jnp.where(k_pos <= q_pos, scores, MASKED_SCORE)
-    probs = jax.nn.softmax(scores, axis=-1)
+    probs = jax.nn.softmax(in_float32(scores), axis=-1).astype(x.dtype)
     context = jnp.einsum("bnqk,bknd->bqnd", probs, v).reshape(batch, seq, hidden)
     return dense(p["out"], context)
 

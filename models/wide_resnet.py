@@ -33,6 +33,7 @@ import alpa_mlir.models.layers as L
 import alpa_mlir.models.params as P
 from alpa_mlir.models.adam import AdamConfig
 from alpa_mlir.models.losses import cross_entropy
+from alpa_mlir.models.precision import Precision, in_float32
 from alpa_mlir.models.training import Batch, TrainStep
 from alpa_mlir.models.training import make_train_step as _make_train_step
 from alpa_mlir.models.validation import require_choice, require_positive
@@ -199,11 +200,14 @@ def conv(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: Any = "SAME"
 
 
 def batch_norm(p: P.Params, x: jax.Array) -> jax.Array:
-    """Batch norm with the current batch's statistics over (N, H, W)."""
-    mean = jnp.mean(x, axis=(0, 1, 2))
-    centered = x - mean
+    """Batch norm with the current batch's statistics over (N, H, W) (computed in
+    float32, returned in x's dtype)."""
+    x32 = in_float32(x)
+    mean = jnp.mean(x32, axis=(0, 1, 2))
+    centered = x32 - mean
     var = jnp.mean(centered * centered, axis=(0, 1, 2))
-    return centered * lax.rsqrt(var + BATCH_NORM_EPS) * p["scale"] + p["bias"]
+    normed = centered * lax.rsqrt(var + BATCH_NORM_EPS)
+    return normed.astype(x.dtype) * p["scale"] + p["bias"]
 
 
 def bottleneck(p: P.Params, x: jax.Array, shape: BlockShape) -> jax.Array:
@@ -234,6 +238,7 @@ def loss(config: WideResNetConfig, params: P.Params, batch: Batch) -> jax.Array:
     return jnp.mean(cross_entropy(logits(config, params, batch["images"]), batch["labels"]))
 
 
-def make_train_step(config: WideResNetConfig, adam: AdamConfig | None = None) -> TrainStep:
+def make_train_step(config: WideResNetConfig, adam: AdamConfig | None = None,
+                    precision: Precision | None = None) -> TrainStep:
     """`train_step(params, opt_state, batch) -> (new_params, new_opt_state, loss)`."""
-    return _make_train_step(lambda p, b: loss(config, p, b), adam or AdamConfig())
+    return _make_train_step(lambda p, b: loss(config, p, b), adam or AdamConfig(), precision)

@@ -5,7 +5,11 @@ Tolerance rule per output, numpy `allclose`-style: every element satisfies
 `|actual - expected| <= atol + rtol * |expected|`, NaNs matching NaNs and infinities
 matching equal infinities. Floats default to a tolerance for their width (f32:
 rtol 1e-4, atol 1e-5: room for the different summation orders of partitioned
-reductions); integers and booleans must match exactly.
+reductions); integers and booleans must match exactly. A module that computes in a
+narrower float than its outputs (a bf16 or fp16 mixed-precision step returns float32
+parameters and Adam state) carries that type's rounding into them, so float outputs get
+the looser of their own and the narrowest computed type's tolerance
+(`Tolerance.compute`, from `narrowest_float`).
 
 max_abs_err = max |actual - expected|; max_rel_err = max |actual - expected| / |expected|
 over the elements whose expected value is nonzero.
@@ -36,19 +40,46 @@ FLOAT_TOLERANCES: dict[str, tuple[float, float]] = {
 }
 
 
+# MLIR float element types narrower than f32 -> numpy names (FLOAT_TOLERANCES keys).
+_NARROW_FLOATS = {"bf16": "bfloat16", "f16": "float16", "f8E4M3FN": "float8_e4m3fn", "f8E5M2": "float8_e5m2"}
+
+
 @dataclass(frozen=True)
 class Tolerance:
-    """Overrides of the per-dtype float tolerance (None: the dtype's default)."""
+    """Overrides of the per-dtype float tolerance (None: the dtype's default); `compute`:
+    the numpy name of the narrowest float the module computes in, when narrower than f32
+    (`narrowest_float`)."""
 
     rtol: float | None = None
     atol: float | None = None
+    compute: str | None = None
 
     def for_dtype(self, dtype: np.dtype) -> tuple[float, float]:
         """(rtol, atol) for an output of `dtype`; (0, 0) for exact types."""
         if not _is_inexact(dtype):
             return 0.0, 0.0
         rtol, atol = FLOAT_TOLERANCES.get(np.dtype(dtype).name, FLOAT_TOLERANCES["float32"])
+        if self.compute is not None:
+            c_rtol, c_atol = FLOAT_TOLERANCES[self.compute]
+            rtol, atol = max(rtol, c_rtol), max(atol, c_atol)
         return (rtol if self.rtol is None else self.rtol, atol if self.atol is None else self.atol)
+
+
+def narrowest_float(module: ir.Module) -> str | None:
+    """The numpy name of the narrowest float type (bf16, f16, f8) a value of the module
+    has, the loosest of FLOAT_TOLERANCES among them; None when it computes in f32/f64."""
+    found: set[str] = set()
+
+    def visit(op: ir.Operation) -> ir.WalkResult:
+        for r in op.results:
+            if isinstance(r.type, ir.RankedTensorType):
+                name = _NARROW_FLOATS.get(str(r.type.element_type))
+                if name is not None:
+                    found.add(name)
+        return ir.WalkResult.ADVANCE
+
+    module.operation.walk(visit)
+    return max(found, key=lambda n: FLOAT_TOLERANCES[n]) if found else None
 
 
 def _is_inexact(dtype: np.dtype) -> bool:

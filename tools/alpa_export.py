@@ -1,7 +1,8 @@
 """`alpa-export`: write the StableHLO of a zoo model's training step.
 
     alpa-export MODEL [--preset NAME] [--batch-size N] [--seq-len N] [--num-layers N]
-                [--set FIELD=VALUE ...] [--no-donate] [--no-debug-info] [-o FILE.mlir]
+                [--set FIELD=VALUE ...] [--dtype fp32|bf16|fp16] [--loss-scale S]
+                [--no-donate] [--no-debug-info] [-o FILE.mlir]
                 [--example-inputs FILE.npz [--seed S]]
     alpa-export --list
 
@@ -20,6 +21,7 @@ from typing import Any, NoReturn
 from alpa_mlir.dialect_utils.output_files import output_problem, write_atomically
 from alpa_mlir.models.errors import ModelConfigError
 from alpa_mlir.models.export import example_inputs, export_train_step
+from alpa_mlir.models.precision import COMPUTE_DTYPES, DEFAULT_LOSS_SCALE, Precision
 from alpa_mlir.models.registry import all_models, get_model, parse_override
 from alpa_mlir.runtime.inputs import save_inputs
 
@@ -63,6 +65,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="FIELD=VALUE",
         help="override any config field (repeatable)",
+    )
+    parser.add_argument(
+        "--dtype",
+        default="fp32",
+        choices=tuple(COMPUTE_DTYPES),
+        help="compute dtype: bf16/fp16 run the forward and backward passes in that dtype, "
+        "with float32 parameters and Adam state (default: fp32)",
+    )
+    parser.add_argument(
+        "--loss-scale",
+        type=float,
+        default=None,
+        metavar="S",
+        help=f"static loss scale (default: {DEFAULT_LOSS_SCALE['fp16']:g} for fp16, 1 otherwise)",
     )
     parser.add_argument(
         "--no-donate",
@@ -154,8 +170,10 @@ def run(argv: Sequence[str] | None) -> int:
         problem = None if path in (None, "-") else output_problem(path)
         if problem is not None:
             raise UsageError(f"cannot write {path}: {problem}")
+    precision = Precision(args.dtype, args.loss_scale)
     text = export_train_step(
-        args.model, args.preset, donate=args.donate, debug_info=args.debug_info, **overrides
+        args.model, args.preset, donate=args.donate, debug_info=args.debug_info,
+        precision=precision, **overrides
     )
     write_output(text, args.output)
     if args.example_inputs:

@@ -72,6 +72,7 @@ from alpa_mlir.runtime.reference import (
     Tolerance,
     compare_outputs,
     compile_reference,
+    narrowest_float,
 )
 from alpa_mlir.runtime.signature import Signature, format_tensor
 from alpa_mlir.runtime.spmd import (
@@ -281,9 +282,12 @@ def _save_outputs(args: argparse.Namespace, timed: TimedRun, out: TextIO) -> Non
         print(f"outputs: {len(timed.outputs)} written to {args.outputs}", file=out)
 
 
-def _report(args: argparse.Namespace, timed: TimedRun, expected: list[np.ndarray], out: TextIO) -> int:
-    """Compare the run's outputs with the reference's, print; the exit status."""
-    report = compare_outputs(list(timed.outputs), expected, Tolerance(args.rtol, args.atol))
+def _report(args: argparse.Namespace, module: ir.Module, timed: TimedRun, expected: list[np.ndarray],
+            out: TextIO) -> int:
+    """Compare the run's outputs with the reference's (tolerances for the narrowest float
+    the module computes in), print; the exit status."""
+    report = compare_outputs(list(timed.outputs), expected,
+                             Tolerance(args.rtol, args.atol, narrowest_float(module)))
     print_report(report, out, args.verbose)
     return 0 if report.passed else 1
 
@@ -316,7 +320,7 @@ def run_spmd(args: argparse.Namespace, loaded: LoadedModule, out: TextIO) -> int
         return 0
     reference = compile_reference(loaded.module, _reference_device(devices))
     expected = _reference_steps(reference, inputs, _aliases(program.signature), args.steps)
-    return _report(args, timed, expected, out)
+    return _report(args, loaded.module, timed, expected, out)
 
 
 def _describe(placement: Placement) -> str:
@@ -374,7 +378,7 @@ def run_mpmd(args: argparse.Namespace, loaded: LoadedModule, out: TextIO) -> int
         return 0
     reference = compile_flat_reference(loaded.module, device)
     print(f"reference: flattened module, compile {_ms(reference.compile_seconds)}", file=out)
-    return _report(args, timed, reference.run(inputs), out)
+    return _report(args, loaded.module, timed, reference.run(inputs), out)
 
 
 def _pipeline_flags_only_for_mpmd(args: argparse.Namespace) -> None:
@@ -447,7 +451,7 @@ def run_pipeline(args: argparse.Namespace, loaded: LoadedModule, out: TextIO) ->
         return 0
     reference = compile_flat_reference(loaded.module, _reference_device(devices))
     print(f"reference: flattened module on one device, {args.steps} step(s)", file=out)
-    return _report(args, timed, _reference_steps(reference, inputs, aliases, args.steps), out)
+    return _report(args, loaded.module, timed, _reference_steps(reference, inputs, aliases, args.steps), out)
 
 
 def _check_output_paths(args: argparse.Namespace) -> None:

@@ -72,6 +72,9 @@ def test_list_prints_models_presets_and_counts(capsys: pytest.CaptureFixture[str
         (["gpt", "--batch-size", "many"], "invalid int value"),
         (["gpt", "--num-layers", "0"], "must be a positive integer"),
         (["gpt", "--frobnicate"], "unrecognized arguments"),
+        (["gpt", "--dtype", "fp8"], "invalid choice: 'fp8'"),
+        (["gpt", "--dtype", "fp16", "--loss-scale", "0"], "loss scale must be a positive finite number"),
+        (["gpt", "--loss-scale", "inf"], "loss scale must be a positive finite number"),
         ([], "a MODEL is required"),
     ],
 )
