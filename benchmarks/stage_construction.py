@@ -9,6 +9,7 @@ writing) on the weak-scaling suites of the Alpa paper: GPT, MoE and Wide-ResNet 
     .venv/bin/python benchmarks/stage_construction.py --raise-microbatches
     .venv/bin/python benchmarks/stage_construction.py --extra memory-limit=1e15   # time only
     .venv/bin/python benchmarks/stage_construction.py --plan alpa --extra remat=true
+    .venv/bin/python benchmarks/stage_construction.py --dtype fp16   # mixed precision, as Alpa ran
 
 Every case runs its tools as subprocesses (one failure does not stop the table):
 `alpa-export` (abstract shapes, no weights), `alpa-opt` with alpa-inline-calls +
@@ -164,16 +165,16 @@ def batch_size(case: Case) -> int:
 def run_case(case: Case, args: argparse.Namespace, work: Path) -> dict[str, object]:
     """Export, count FLOPs, plan; returns the row's figures (or `error`)."""
     row: dict[str, object] = {"case": case, "params": num_params(case)}
-    src = work / f"{case.model}-{case.size}.mlir"
+    src = work / f"{case.model}-{case.size}-{args.dtype}.mlir"
     if not src.exists():
         cmd = [str(BIN / "alpa-export"), case.model, "--preset", case.preset or case.size,
-               "--no-debug-info", "-o", str(src)]
+               "--dtype", args.dtype, "--no-debug-info", "-o", str(src)]
         for item in case.overrides:
             cmd += ["--set", item]
         status, err, _, _ = _run(cmd, args.case_timeout)
         if status != 0:
             return {**row, "error": f"export: {_error_line(err)}"}
-    flops_json = work / f"{case.model}-{case.size}.flops.json"
+    flops_json = work / f"{case.model}-{case.size}-{args.dtype}.flops.json"
     if not flops_json.exists():
         pipeline = f"builtin.module(alpa-inline-calls,alpa-annotate-flops{{report={flops_json}}})"
         status, err, _, _ = _run([str(BIN / "alpa-opt"), str(src), f"--pass-pipeline={pipeline}",
@@ -292,6 +293,8 @@ def main() -> int:
     p.add_argument("--cases", nargs="*", default=None, help="model:size ... (default: all)")
     p.add_argument("--gpus", nargs="*", type=int, default=None, help="keep only these GPU counts")
     p.add_argument("--quick", action="store_true", help="GPT 2.6B on 1x8 only")
+    p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"),
+                   help="compute dtype of the exported steps (alpa-export --dtype)")
     p.add_argument("--layers", default="alpa", help="alpa (Alpa's layer count per case), auto or N")
     p.add_argument("--microbatches", type=int, default=None, help="override Alpa's per case")
     p.add_argument("--raise-microbatches", action="store_true",
