@@ -27,14 +27,16 @@ from .pipeshard.layer_clustering import (
     LayerClusteringError,
     LayerCount,
     LayerPlan,
+    auto_num_layers,
+    cluster_layers,
+)
+from .pipeshard.loops import unroll_batch_loops
+from .pipeshard.remaining_assignment import (
     OpRole,
     RemainingOp,
     assign_remaining,
-    auto_num_layers,
-    cluster_layers,
     parameter_layers,
 )
-from .pipeshard.loops import unroll_batch_loops
 from .pipeshard.step_analysis import (
     StepAnalysis,
     StepAnalysisError,
@@ -83,7 +85,8 @@ class LayerConstructionPass(StepArgOptions, Pass):
     min-heavy dot/conv ops where possible, minimizing the largest activation bytes a layer
     receives. layers=auto picks N as Alpa's search_layer_num does. Backward ops go to the
     layer of the forward values they read, apply ops to the layer of the parameter they
-    update (optimizer state follows the one parameter whose update reads it).
+    update (optimizer state follows the one parameter whose update reads it;
+    `pipeshard.remaining_assignment`).
     """
 
     NAME: ClassVar[str] = "alpa-layer-construction"

@@ -33,22 +33,15 @@ from alpa_mlir.dialect_utils.stage_plan import (
 
 from .inlined_main import inlined_main
 from .pass_base import Pass, PassContext
+from .pipeshard.cost_source import CostCache
 from .pipeshard.fragments import FragmentError, mesh_name, write_mpmd
+from .pipeshard.manual_plan import plan_manual
 from .pipeshard.microbatch_split import apply_split, microbatch_split, remove_grad_markers
 from .pipeshard.remat import rematerialize
 from .pipeshard.stage_cost import AXES, LayerCostModel
-from .pipeshard.stage_dp import (
-    Cluster,
-    CostCache,
-    StageDPError,
-    StagePlan,
-    SubmeshShape,
-    SubmeshSpace,
-    logical_shapes,
-    plan_manual,
-    plan_stages,
-)
+from .pipeshard.stage_dp import StageDPError, StagePlan, plan_stages
 from .pipeshard.stage_sharding import shard_stages
+from .pipeshard.submesh_space import Cluster, SubmeshShape, SubmeshSpace, logical_shapes
 from .sharding.cluster import ClusterSpec
 from .sharding.mesh import MeshShape
 from .shared_options import ClusterOptions, StepArgOptions

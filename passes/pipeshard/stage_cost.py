@@ -43,8 +43,9 @@ from ..sharding.ilp import SolverOptions, solve
 from ..sharding.mesh import LogicalMesh
 from ..sharding.spec import shard_count
 from ..sharding.strategy import Options, RuleContext
-from .stage_dp import StageCost, SubmeshShape
+from .cost_source import StageCost
 from .step_analysis import op_inputs
+from .submesh_space import SubmeshShape
 
 AXES = ("x", "y")
 

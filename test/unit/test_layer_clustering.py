@@ -1,5 +1,6 @@
 """Operator clustering (`passes/pipeshard/layer_clustering.py`) against brute force, on a
-transformer-like chain, its errors, and the placement of backward and apply ops."""
+transformer-like chain, its errors, and the placement of backward and apply ops
+(`passes/pipeshard/remaining_assignment.py`)."""
 
 from __future__ import annotations
 
@@ -14,16 +15,18 @@ from hypothesis import strategies as st
 
 from alpa_mlir.passes.pipeshard.layer_clustering import (
     FLOPS_RTOL,
-    AssignRule,
     ClusterOp,
     Edge,
     LayerClusteringError,
     LayerPlan,
+    auto_num_layers,
+    cluster_layers,
+)
+from alpa_mlir.passes.pipeshard.remaining_assignment import (
+    AssignRule,
     OpRole,
     RemainingOp,
     assign_remaining,
-    auto_num_layers,
-    cluster_layers,
     parameter_layers,
 )
 

@@ -1,4 +1,5 @@
-"""The stage construction DP (`alpa_mlir.passes.pipeshard.stage_dp`) against brute force."""
+"""The stage construction DP (`alpa_mlir.passes.pipeshard.stage_dp`, its search orders in
+`ceiling_search`, manual plans in `manual_plan`) against brute force."""
 
 from __future__ import annotations
 
@@ -13,21 +14,21 @@ from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 
 from alpa_mlir.dialect_utils.schedules import ScheduleKind
+from alpa_mlir.passes.pipeshard.ceiling_search import SearchOrder
+from alpa_mlir.passes.pipeshard.cost_source import CostCache, CostKey, StageCost
+from alpa_mlir.passes.pipeshard.manual_plan import plan_manual
 from alpa_mlir.passes.pipeshard.stage_dp import (
-    Cluster,
-    CostCache,
-    CostKey,
-    LogicalShape,
-    SearchOrder,
-    StageCost,
     StageDPError,
     StagePlan,
+    pipeline_objective,
+    plan_stages,
+)
+from alpa_mlir.passes.pipeshard.submesh_space import (
+    Cluster,
+    LogicalShape,
     SubmeshShape,
     SubmeshSpace,
     logical_shapes,
-    pipeline_objective,
-    plan_manual,
-    plan_stages,
     submesh_shapes,
 )
 
