@@ -16,12 +16,12 @@ state). Reads: a name (`fp32`, `bf16`, `fp16`); writes nothing.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from alpa_mlir.models.errors import ModelConfigError
 
@@ -39,7 +39,7 @@ class Precision:
     def __post_init__(self) -> None:
         if self.name not in COMPUTE_DTYPES:
             raise ModelConfigError(f"unknown precision {self.name!r}; valid: {', '.join(COMPUTE_DTYPES)}")
-        if self.loss_scale is not None and not (np.isfinite(self.loss_scale) and self.loss_scale > 0):
+        if self.loss_scale is not None and not (math.isfinite(self.loss_scale) and self.loss_scale > 0):
             raise ModelConfigError(f"loss scale must be a positive finite number, got {self.loss_scale!r}")
 
     @property

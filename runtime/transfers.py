@@ -310,9 +310,13 @@ class LocalAllGatherTransfer:
             out = self._union.move(array, dst) if across else jax.device_put(array, dst)
         elif across:  # 1/k over the link between the processes, the all-gather inside
             kind, scattered = self.kind, self._union.move(array, mid)
-            out = placeholder(array.shape, array.dtype, dst) if not scattered.addressable_shards \
-                else ordered(lambda: self._gather(dst)(scattered)) \
-                if spans_processes(dst.device_set) else self._gather(dst)(scattered)
+            gather = self._gather(dst)
+            if not scattered.addressable_shards:  # no device of dst here
+                out = placeholder(array.shape, array.dtype, dst)
+            elif spans_processes(dst.device_set):
+                out = ordered(lambda: gather(scattered))
+            else:
+                out = gather(scattered)
         else:
             kind, out = self.kind, self._gather(dst)(_scatter(array, mid))
         if self.wait:

@@ -12,6 +12,7 @@ import pytest
 from jax.extend.mlir import ir
 
 from alpa_mlir.dialect_utils.context import make_context, parse_module
+from alpa_mlir.models.errors import ModelConfigError
 from alpa_mlir.models.export import export_train_step, train_step_setup
 from alpa_mlir.models.precision import Precision
 from alpa_mlir.models.registry import model_names
@@ -86,3 +87,11 @@ def test_alpa_export_dtype_flag(tmp_path: Path) -> None:
     text = out.read_text()
     assert "xf16>" in text and "xbf16>" not in text
     assert "2.560000e+02" in text  # the loss scale
+
+
+def test_unknown_precision_and_bad_loss_scale_are_refused() -> None:
+    with pytest.raises(ModelConfigError, match="unknown precision 'fp8'; valid: fp32, bf16, fp16"):
+        train_step_setup("gpt", "tiny", precision="fp8")
+    with pytest.raises(ModelConfigError, match="loss scale must be a positive finite number"):
+        Precision("fp16", float("nan"))
+    assert Precision("fp16").scale == 1024.0 and Precision("bf16").scale == 1.0
