@@ -28,6 +28,9 @@ KIND_ATTR = "alpa.kind"
 """string on an MPMD fragment: forward, backward, prologue or apply."""
 STAGE_PLAN_ATTR = "alpa.stage_plan"
 """JSON string on the module: the stage plan (`dialect_utils.stage_plan`)."""
+MEMORY_PLAN_ATTR = "alpa.memory_plan"
+"""array of strings on the module: the `Residency` of each layer's stashed activations
+(alpa-stage-construction), layer 0 first."""
 FLOPS_ATTR = "alpa.flops"
 """i64 on an op: its FLOP count (alpa-annotate-flops)."""
 GRAD_MARKER = "alpa.grad_marker"
@@ -47,6 +50,30 @@ class Phase(enum.StrEnum):
     FORWARD = "forward"
     BACKWARD = "backward"
     APPLY = "apply"
+
+
+class Residency(enum.StrEnum):
+    """Where a layer's stashed activations live between its forward and its backward
+    (`alpa.memory_plan`)."""
+
+    KEEP = "keep"
+    RECOMPUTE = "recompute"
+    OFFLOAD = "offload"
+
+
+def write_memory_plan(module: ir.Module, residency: list[Residency]) -> None:
+    """Store each layer's residency as the module's `alpa.memory_plan`."""
+    with module.context:
+        module.operation.attributes[MEMORY_PLAN_ATTR] = ir.ArrayAttr.get(
+            [ir.StringAttr.get(r.value) for r in residency])
+
+
+def memory_plan_of(module: ir.Module) -> list[Residency] | None:
+    """The module's `alpa.memory_plan`, layer 0 first; None when it has none."""
+    attrs = module.operation.attributes
+    if MEMORY_PLAN_ATTR not in attrs:
+        return None
+    return [Residency(str(ir.StringAttr(a).value)) for a in ir.ArrayAttr(attrs[MEMORY_PLAN_ATTR])]
 
 
 def _op(op: ir.Operation | ir.OpView | OpNode) -> ir.Operation:

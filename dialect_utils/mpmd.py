@@ -13,12 +13,16 @@ Reads the module format of `docs/mpmd-format.md`:
   func.return ...                                         ──flatten()──► plain @main
 ```
 
-- `topology`, `is_mesh_tensor`, `mesh_tensor_parts`, `mesh_tensor_type`, `global_type` and
-  the `fragment_*` accessors read types and attributes (text parsing of their printed
-  form: jaxlib has no Python classes for mpmd types and attributes).
+- `topology`, `is_mesh_tensor`, `parse_mesh_tensor` (`MeshTensor`: mesh, global type,
+  sharding, `MemoryKind`), `mesh_tensor_parts`, `mesh_tensor_type`, `with_memory_kind`,
+  `global_type` and the `fragment_*` accessors read and write types and attributes (text
+  parsing of their printed form: jaxlib has no Python classes for mpmd types and
+  attributes). This module is the one owner of the `!mpmd.mesh_tensor<...>` text.
 - `program_functions` checks the structure (only fragments, transfers, calls and returns
   at the top level of @main and of its callees; no call cycles; no sdy op other than
-  sharding constraints inside fragments) and raises located `DiagnosticError`s.
+  sharding constraints inside fragments; fragments read and write device memory only; a
+  transfer with an end in host memory changes only the memory kind) and raises located
+  `DiagnosticError`s.
 - `fragment_module` and `flatten` write NEW modules (the input is never modified):
   one fragment's body as a single-device `@main`, or the whole program with fragments and
   calls inlined and transfers removed. Both are plain StableHLO (no mpmd, no sdy) that
@@ -29,8 +33,10 @@ No jax runtime here: this is MLIR only.
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from jax.extend.mlir import ir
 from jax.extend.mlir.dialects import func
@@ -52,8 +58,18 @@ DEFAULT_KIND = "fragment"  # the kind of a fragment without `alpa.kind`
 SHARDING_ONLY_SDY_OPS = ("sdy.sharding_constraint", "sdy.reshard")
 
 _MESH_TENSOR_PREFIX = "!mpmd.mesh_tensor<"
+_MEMORY_KIND_KEY = "memory_kind"
 _TOPOLOGY_PREFIX = "#mpmd.topology<"
 _OPENERS = {"<": ">", "[": "]", "{": "}", "(": ")"}
+
+
+class MemoryKind(enum.StrEnum):
+    """Where a mesh tensor's shards live (`memory_kind="..."` in its type; jaxlib's mpmd
+    verifier admits exactly these). The values are JAX's memory kind names
+    (`jax.sharding.Sharding.with_memory_kind`); no `memory_kind=` means DEVICE."""
+
+    DEVICE = "device"
+    PINNED_HOST = "pinned_host"
 
 
 # ----------------------------------------------------------------------------- text parsing
@@ -136,9 +152,19 @@ def is_mesh_tensor(t: ir.Type) -> bool:
     return str(t).startswith(_MESH_TENSOR_PREFIX)
 
 
-def mesh_tensor_parts(t: ir.Type) -> tuple[str, ir.RankedTensorType, str | None]:
-    """(mesh name, global tensor type, sharding body `<@mesh, [...]>` or None) of
-    `!mpmd.mesh_tensor<"stage0", tensor<4x8xf32>, sharding=<@stage0, [{"x"}, {}]>>`."""
+@dataclass(frozen=True)
+class MeshTensor:
+    """The parts of `!mpmd.mesh_tensor<"stage0", tensor<4x8xf32>, sharding=<@stage0, [{"x"}, {}]>,
+    memory_kind="pinned_host">`."""
+
+    mesh: str
+    tensor: ir.RankedTensorType  # the global tensor type
+    sharding: str | None  # the sharding body `<@mesh, [...]>`, None = replicated
+    memory_kind: MemoryKind = MemoryKind.DEVICE
+
+
+def parse_mesh_tensor(t: ir.Type) -> MeshTensor:
+    """The parts of a mesh tensor type (ValueError for any other type)."""
     parts = _split_top_level(_strip_wrapper(str(t), _MESH_TENSOR_PREFIX, "an !mpmd.mesh_tensor type"), ",")
     if len(parts) < 2:
         raise ValueError(f"malformed mesh tensor type {t}")
@@ -146,26 +172,60 @@ def mesh_tensor_parts(t: ir.Type) -> tuple[str, ir.RankedTensorType, str | None]
     with t.context:
         tensor = ir.RankedTensorType(ir.Type.parse(parts[1]))
     sharding_text = None
+    memory_kind = MemoryKind.DEVICE
     for part in parts[2:]:
         key, _, value = part.partition("=")
         if key.strip() == "sharding":
             sharding_text = value.strip()
-    return mesh_name, tensor, sharding_text
+        elif key.strip() == _MEMORY_KIND_KEY:
+            name = _unquote(value.strip())
+            try:
+                memory_kind = MemoryKind(name)
+            except ValueError:
+                kinds = ", ".join(repr(k.value) for k in MemoryKind)
+                raise ValueError(f"unknown memory kind {name!r} in {t} (expected {kinds})") from None
+    return MeshTensor(mesh_name, tensor, sharding_text, memory_kind)
+
+
+def mesh_tensor_parts(t: ir.Type) -> tuple[str, ir.RankedTensorType, str | None]:
+    """(mesh name, global tensor type, sharding body `<@mesh, [...]>` or None) of
+    `!mpmd.mesh_tensor<"stage0", tensor<4x8xf32>, sharding=<@stage0, [{"x"}, {}]>>`
+    (its memory kind: `parse_mesh_tensor`)."""
+    parsed = parse_mesh_tensor(t)
+    return parsed.mesh, parsed.tensor, parsed.sharding
 
 
 def mesh_tensor_type(
-    mesh_name: str, tensor_type: ir.Type, sharding_text: str | None = None
+    mesh_name: str, tensor_type: ir.Type, sharding_text: str | None = None,
+    memory_kind: MemoryKind = MemoryKind.DEVICE,
 ) -> ir.Type:
-    """`!mpmd.mesh_tensor<"mesh_name", tensor<...>[, sharding=<...>]>`. `sharding_text`
-    is the `<@mesh, [...]>` body (a full `#sdy.sharding<...>` is accepted too)."""
+    """`!mpmd.mesh_tensor<"mesh_name", tensor<...>[, sharding=<...>][, memory_kind="..."]>`.
+    `sharding_text` is the `<@mesh, [...]>` body (a full `#sdy.sharding<...>` is accepted
+    too); device memory is written as no `memory_kind=`."""
     extra = ""
     if sharding_text is not None:
         body = sharding_text.strip()
         if body.startswith("#sdy.sharding"):
             body = body[len("#sdy.sharding"):]
         extra = f", sharding={body}"
+    if memory_kind is not MemoryKind.DEVICE:
+        extra += f', {_MEMORY_KIND_KEY}="{MemoryKind(memory_kind).value}"'
     with tensor_type.context:
         return ir.Type.parse(f'{_MESH_TENSOR_PREFIX}"{mesh_name}", {tensor_type}{extra}>')
+
+
+def with_memory_kind(t: ir.Type, memory_kind: MemoryKind) -> ir.Type:
+    """The mesh tensor type `t` (same mesh, shape, sharding) in `memory_kind`."""
+    parsed = parse_mesh_tensor(t)
+    return mesh_tensor_type(parsed.mesh, parsed.tensor, parsed.sharding, memory_kind)
+
+
+def memory_kind_of(t: ir.Type) -> MemoryKind:
+    """Where values of type `t` live: a mesh tensor's memory kind; DEVICE for any other type."""
+    text = str(t)
+    if not text.startswith(_MESH_TENSOR_PREFIX) or _MEMORY_KIND_KEY not in text:
+        return MemoryKind.DEVICE  # without parsing: every fragment operand is checked
+    return parse_mesh_tensor(t).memory_kind
 
 
 def global_type(t: ir.Type) -> ir.Type:
@@ -260,6 +320,33 @@ def _check_fragment_body(fragment: ir.Operation) -> None:
                              f"fragments hold StableHLO ops and {' / '.join(SHARDING_ONLY_SDY_OPS)} only")
 
 
+def _check_fragment_memory(fragment: ir.Operation) -> None:
+    """A fragment computes on device memory: no operand or result in host memory."""
+    for what, values in (("operand", fragment.operands), ("result", fragment.results)):
+        for i, v in enumerate(values):
+            kind = memory_kind_of(v.type)
+            if kind is not MemoryKind.DEVICE:
+                raise _error(fragment, f"{describe_fragment(fragment)}: {what} {i} is in {kind.value} memory "
+                                       f"({v.type}); fragments read and write {MemoryKind.DEVICE.value} memory "
+                                       "only (an mpmd.transfer on the same mesh moves a value between them)")
+
+
+def _check_transfer(transfer: ir.Operation) -> None:
+    """A transfer with an end outside device memory changes the memory kind and nothing
+    else: same mesh, same sharding, the other end in device memory."""
+    source, target = transfer.operands[0].type, transfer.results[0].type
+    if not (is_mesh_tensor(source) and is_mesh_tensor(target)):
+        return  # jaxlib's verifier rejects it
+    src, dst = parse_mesh_tensor(source), parse_mesh_tensor(target)
+    if src.memory_kind is MemoryKind.DEVICE and dst.memory_kind is MemoryKind.DEVICE:
+        return
+    if src.memory_kind is dst.memory_kind or src.mesh != dst.mesh or src.sharding != dst.sharding:
+        host = src.memory_kind if src.memory_kind is not MemoryKind.DEVICE else dst.memory_kind
+        raise _error(transfer, f"mpmd.transfer from {source} to {target}: a transfer to or from {host.value} "
+                               "memory only moves a value between device and host memory of its own mesh; "
+                               "expected the same mesh and sharding on both ends, one of them in device memory")
+
+
 def _check_function(func_op: ir.Operation) -> list[ir.Operation]:
     """Check the top level of an MPMD function; returns its mpmd.call ops."""
     calls = []
@@ -269,6 +356,9 @@ def _check_function(func_op: ir.Operation) -> list[ir.Operation]:
                              f"{_symbol(func_op)}: expected only {', '.join(TOP_LEVEL_OPS)}")
         if op.name == FRAGMENT:
             _check_fragment_body(op)
+            _check_fragment_memory(op)
+        elif op.name == TRANSFER:
+            _check_transfer(op)
         elif op.name == CALL:
             calls.append(op)
     return calls

@@ -9,10 +9,16 @@ it, never by JSON key. The JSON keys are the field names below::
     {"cluster": {"name", "hosts", "devices_per_host", "memory_limit_bytes"},
      "mode", "schedule", "num_microbatches", "num_layers",
      "stages": [{"stage", "layers", "submesh", "logical_shape", "latency_s", "compute_s",
-                 "communication_s", "param_bytes", "activation_bytes", "temp_bytes",
-                 "peak_bytes", "stashed_microbatches"}, ...],
+                 "communication_s", "param_bytes", "grad_bytes", "optimizer_bytes",
+                 "activation_bytes", "temp_bytes", "peak_bytes", "stashed_microbatches",
+                 "memory_plan"}, ...],
      "predicted_step_s", "t_max_s", "total_latency_s", "fragments", "transfers",
-     "cost_model", "remat", "stage_sharding"}
+     "cost_model", "remat", "zero_stage", "stage_sharding"}
+
+Memory per device is by component: `peak_bytes` = param + grad (gradient accumulators)
++ optimizer (optimizer state) + stashed_microbatches x activation + temp, where
+activation is what the stage's memory plan stashes per microbatch (`memory_plan`: the
+residency of each of its layers' activations, keep / recompute / offload).
 """
 
 from __future__ import annotations
@@ -46,7 +52,8 @@ class PlanCluster:
 @dataclass(frozen=True)
 class PlanStage:
     """One stage: its layers (first, last; inclusive), submesh (hosts, devices per host),
-    logical mesh (data, model), predicted latency per microbatch and memory per device."""
+    logical mesh (data, model), predicted latency per microbatch and memory per device
+    (module docstring)."""
 
     stage: int
     layers: tuple[int, int]
@@ -56,10 +63,13 @@ class PlanStage:
     compute_s: float
     communication_s: float
     param_bytes: float
+    grad_bytes: float
+    optimizer_bytes: float
     activation_bytes: float
     temp_bytes: float
     peak_bytes: float
     stashed_microbatches: int
+    memory_plan: tuple[str, ...] = ()  # per layer: keep, recompute or offload
 
     @property
     def num_devices(self) -> int:
@@ -84,6 +94,7 @@ class StagePlanRecord:
     transfers: int = 0
     cost_model: Mapping[str, Any] = field(default_factory=dict)
     remat: Mapping[str, Any] = field(default_factory=dict)
+    zero_stage: int = 0
     stage_sharding: Mapping[str, Any] | None = None
 
     @property
@@ -130,6 +141,7 @@ class StagePlanRecord:
             transfers=int(top.get("transfers", 0)),
             cost_model=dict(_mapping(top.get("cost_model", {}), "cost_model")),
             remat=dict(_mapping(top.get("remat", {}), "remat")),
+            zero_stage=_int({"zero_stage": 0, **top}, "zero_stage", "plan"),
             stage_sharding=(None if top.get("stage_sharding") is None
                             else dict(_mapping(top["stage_sharding"], "stage_sharding"))),
         )
@@ -199,6 +211,12 @@ def _pair(data: Mapping[str, Any], key: str, where: str) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
+def _strings(value: object, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise StagePlanError(f"{where}: expected a list of strings, got {value!r}")
+    return tuple(value)
+
+
 _STAGE_FLOATS = tuple(f.name for f in fields(PlanStage) if f.type == "float")
 
 
@@ -212,5 +230,6 @@ def _stage(value: object, k: int) -> PlanStage:
         submesh=_pair(data, "submesh", where),
         logical_shape=_pair(data, "logical_shape", where),
         stashed_microbatches=_int(data, "stashed_microbatches", where),
+        memory_plan=_strings(data.get("memory_plan", []), f"{where}.memory_plan"),
         **floats,
     )

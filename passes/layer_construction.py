@@ -83,7 +83,8 @@ class LayerConstructionPass(StepArgOptions, Pass):
     program order, go through the clustering DP of `pipeshard.layer_clustering`:
     consecutive layers, each within (1 + eps) x the average FLOPs and with at least
     min-heavy dot/conv ops where possible, minimizing the largest activation bytes a layer
-    receives. layers=auto picks N as Alpa's search_layer_num does. Backward ops go to the
+    receives (an op reading only parameters, such as a cast to the compute dtype, goes
+    with its first reader). layers=auto picks N as Alpa's search_layer_num does. Backward ops go to the
     layer of the forward values they read, apply ops to the layer of the parameter they
     update (optimizer state follows the one parameter whose update reads it;
     `pipeshard.remaining_assignment`).
@@ -122,7 +123,7 @@ class LayerConstructionPass(StepArgOptions, Pass):
         self, ctx: PassContext, graph: FunctionGraph, step: StepAnalysis
     ) -> tuple[tuple[int, ...], int]:
         """The layer of every op of `graph`, and the number of layers."""
-        forward = step.ops_in(Phase.FORWARD)
+        forward = _forward_order(graph, step)
         ids = _Ids({op: pos for pos, op in enumerate(forward)}, len(graph.args))
         cluster_ops = [_cluster_op(graph, i) for i in forward]
         edges = _forward_edges(graph, ids)
@@ -146,6 +147,32 @@ class LayerConstructionPass(StepArgOptions, Pass):
                 location,
             )
         return _all_layers(graph, step, ids, plan, edges), plan.num_layers
+
+
+def _forward_order(graph: FunctionGraph, step: StepAnalysis) -> tuple[int, ...]:
+    """The forward ops in program order, except that an op reading only parameters (a
+    cast of the weights to the compute dtype at the top of a mixed-precision step, a
+    transpose of a tied embedding) moves right before the first forward op that reads
+    it through such ops: it then joins that op's layer, and the layer reads the
+    parameter itself, not a cast made in layer 0. Still a topological order."""
+    forward = step.ops_in(Phase.FORWARD)
+    position = {op: pos for pos, op in enumerate(forward)}
+    params_only: set[int] = set()
+    for op in forward:
+        inputs = op_inputs(graph, graph.ops[op])
+        if inputs and all((v.producer is None and v.index in step.parameter_args)
+                          or (v.producer is not None and v.producer in params_only) for v in inputs):
+            params_only.add(op)
+    anchor = {op: position[op] for op in forward}
+    for op in reversed(forward):  # consumers come later: their anchors are final
+        if op not in params_only:
+            continue
+        results = graph.ops[op].results
+        users = [u for r in results for u, _ in graph.users(r)] + [u for r in results for u in graph.nested_users(r)]
+        readers = [anchor[u.index] for u in users if u.index in position]
+        if readers:
+            anchor[op] = min(readers)
+    return tuple(sorted(forward, key=lambda op: (anchor[op], op not in params_only, position[op])))
 
 
 def _cluster_op(graph: FunctionGraph, index: int) -> ClusterOp:

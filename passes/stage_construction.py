@@ -7,7 +7,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from jax.extend.mlir import ir
@@ -17,8 +17,10 @@ from alpa_mlir.dialect_utils.attributes import (
     NUM_LAYERS_ATTR,
     PHASE_ATTR,
     Phase,
+    Residency,
     layer_of,
     phase_of,
+    write_memory_plan,
 )
 from alpa_mlir.dialect_utils.graph import FunctionGraph
 from alpa_mlir.dialect_utils.output_files import write_atomically
@@ -33,14 +35,17 @@ from alpa_mlir.dialect_utils.stage_plan import (
 
 from .inlined_main import inlined_main
 from .pass_base import Pass, PassContext
+from .pipeshard import zero
 from .pipeshard.cost_source import CostCache
 from .pipeshard.fragments import FragmentError, mesh_name, write_mpmd
 from .pipeshard.manual_plan import plan_manual
+from .pipeshard.memory_plan import MemoryPlanMode, StagePlanChoice
 from .pipeshard.microbatch_split import apply_split, microbatch_split, remove_grad_markers
+from .pipeshard.offload import offload_activations
 from .pipeshard.remat import rematerialize
 from .pipeshard.stage_cost import AXES, LayerCostModel
 from .pipeshard.stage_dp import StageDPError, StagePlan, plan_stages
-from .pipeshard.stage_sharding import shard_stages
+from .pipeshard.stage_sharding import shard_stages, zero_values
 from .pipeshard.submesh_space import Cluster, SubmeshShape, SubmeshSpace, logical_shapes
 from .sharding.cluster import ClusterSpec
 from .sharding.mesh import MeshShape
@@ -72,7 +77,8 @@ class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
     prologue/apply fragments per stage in @main, transfers between meshes, one
     mpmd.call per microbatch; the plan (`dialect_utils.stage_plan`, with the schedule it
     was costed for, which alpa-run then runs) in `alpa.stage_plan` on the module and in
-    report=FILE.
+    report=FILE; each layer's memory plan (keep / recompute / offload) in
+    `alpa.memory_plan`.
     Algorithm: stages=auto runs Alpa's DP over (layer range, submesh, logical mesh)
     minimizing sum t_i + (M - 1) max t_i, every device used, with t from the per-layer
     auto-sharding ILP (pipeshard.stage_cost; identical layers solved once) and the
@@ -81,7 +87,14 @@ class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
     evenly over num-stages equal submeshes; stages=manual takes layer-ranges,
     stage-submeshes and stage-logical-shapes. remat=true recomputes each layer's forward
     inside its backward fragment (pipeshard.remat: a stage keeps only its layers' inputs
-    per microbatch in flight), and the DP costs stages that way.
+    per microbatch in flight), and the DP costs stages that way. memory-plan=auto lets the
+    DP choose per layer, with the stages, to keep its activations, recompute them or
+    offload them to host memory (pipeshard.memory_plan: the fastest combination that
+    fits each stage's in-flight microbatches); recomputed layers get the rewrite above,
+    offloaded ones get transfers to the host memory kind and back (pipeshard.offload).
+    zero-stage=1/2/3 splits each stage's optimizer state / also its gradient sums / also
+    its parameters over the stage's devices (pipeshard.zero), in the costs and in the
+    shardings written.
     """
 
     NAME: ClassVar[str] = "alpa-stage-construction"
@@ -107,6 +120,17 @@ class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
         default=False, metadata={"help": "accept batch statistics and cumulative sums over the batch"})
     remat: bool = field(
         default=False, metadata={"help": "recompute each layer's forward in its backward (keep only layer inputs)"})
+    memory_plan: MemoryPlanMode = field(
+        default=MemoryPlanMode.FIXED,
+        metadata={"help": "fixed (every layer kept, or recomputed with remat=true), auto (per layer keep, "
+                          "recompute or offload to host, chosen with the stages to fit device memory) or "
+                          "manual (layer-memory)"})
+    layer_memory: tuple[Residency, ...] = field(
+        default=(), metadata={"help": "memory-plan=manual: keep, recompute or offload per layer "
+                                      "(keep,recompute,offload)"})
+    zero_stage: int = field(
+        default=0, metadata={"help": "ZeRO over each stage's devices: 1 optimizer state, 2 also gradient sums, "
+                                     "3 also parameters (costed and emitted)"})
     shard_stages: bool = field(
         default=True, metadata={"help": "auto-shard each fragment on its stage's logical mesh"})
     report: str = field(default="", metadata={"help": "write the plan as JSON to this file"})
@@ -130,6 +154,12 @@ class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
             raise ValueError("stages=uniform needs num-stages=N (N >= 1)")
         if self.num_stages is not None and self.num_stages < 1:
             raise ValueError(f"num-stages={self.num_stages}: expected at least 1")
+        zero.check_level(self.zero_stage)
+        if self.remat and self.memory_plan is not MemoryPlanMode.FIXED:
+            raise ValueError(f"remat=true is the fixed plan that recomputes every layer; memory-plan="
+                             f"{self.memory_plan.value} decides per layer: give one of them")
+        if (self.memory_plan is MemoryPlanMode.MANUAL) != bool(self.layer_memory):
+            raise ValueError("memory-plan=manual and layer-memory=... go together (one residency per layer)")
         super().__post_init__()
 
     def run(self, module: ir.Module, ctx: PassContext) -> None:
@@ -155,13 +185,21 @@ class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
         micro = FunctionGraph(step.function)
         params = {k: 1 for k, v in enumerate(step.outside[:step.num_inputs])
                   if v.is_argument and v.index in args.state}
-        costs = LayerCostModel(micro, num_layers, spec, state, params, self.time_limit, remat=self.remat)
+        if self.layer_memory and len(self.layer_memory) != num_layers:
+            ctx.fail(f"layer-memory gives {len(self.layer_memory)} residencies for {num_layers} layers",
+                     main.location)
+        costs = LayerCostModel(micro, num_layers, spec, state, params, self.time_limit, remat=self.remat,
+                               zero_stage=self.zero_stage, memory_plan=self.memory_plan,
+                               layer_memory=self.layer_memory)
         memory = self.device_memory(spec)
         plan, dp_seconds = self._plan(ctx, main, cluster, costs, num_layers, memory)
         stage_of_layer = [k for k, s in enumerate(plan.stages) for _ in range(s.layer_start, s.layer_end + 1)]
         meshes = [S.Mesh.from_shape(tuple(s.logical_shape), AXES) for s in plan.stages]
+        choices = self._memory_plans(plan, costs, memory)
+        residency = [r for c in choices for r in c.residency]
         planned = time.perf_counter()
-        recomputed = rematerialize(step.function) if self.remat else 0
+        recompute = {k for k, r in enumerate(residency) if r is Residency.RECOMPUTE}
+        recomputed = rematerialize(step.function, recompute) if recompute else 0
         try:
             summary = write_mpmd(module, main, step, stage_of_layer, meshes)
         except FragmentError as e:
@@ -170,12 +208,17 @@ class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
         sharded = None
         if self.shard_stages:
             logical = {mesh_name(k): costs.mesh(s.logical_shape) for k, s in enumerate(plan.stages)}
-            sharded = shard_stages(module, logical, spec.peak_flops, self.time_limit)
-        record = self._record(spec, plan, costs, memory, summary.fragments, summary.transfers,
-                              {"enabled": self.remat, "recomputed_ops": recomputed},
+            zero_split = zero_values(module, frozenset(args.state), self.zero_stage)
+            sharded = shard_stages(module, logical, spec.peak_flops, self.time_limit, zero_split)
+        offload = {k for k, r in enumerate(residency) if r is Residency.OFFLOAD}
+        offloaded = offload_activations(module, offload) if offload else 0
+        record = self._record(spec, plan, costs, memory, choices, summary.fragments, summary.transfers,
+                              {"enabled": self.remat, "recomputed_ops": recomputed,
+                               "mode": self.memory_plan.value, "offloaded_values": offloaded},
                               None if sharded is None else
                               {"fragments": sharded.fragments, "constraints": sharded.constraints})
         write_stage_plan(module, record)
+        write_memory_plan(module, residency)
         data = record.to_json()
         data["timing"] = {"dp_s": dp_seconds, "layer_ilp_s": costs.stats.seconds,
                           "total_s": time.perf_counter() - started, "write_s": written - planned,
@@ -243,22 +286,41 @@ class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
         shapes = [(s.dims[0], s.dims[1]) for s in self.stage_logical_shapes]
         return ranges, subs, shapes
 
-    def _record(self, spec: ClusterSpec, plan: StagePlan, costs: LayerCostModel, memory: float,
-                fragments: Mapping[str, int], transfers: int, remat: Mapping[str, Any],
-                stage_sharding: Mapping[str, Any] | None) -> StagePlanRecord:
-        m = self.num_microbatches
-        stages = []
+    def _memory_plans(self, plan: StagePlan, costs: LayerCostModel, memory: float) -> list[StagePlanChoice]:
+        """Each stage's memory plan: its layers' residency as the DP costed it."""
+        found = []
         for k, s in enumerate(plan.stages):
             c = costs.stage(s.layer_start, s.layer_end, s.submesh, s.logical_shape)
-            compute = costs.compute(s.layer_start, s.layer_end, s.logical_shape)
+            stash = in_flight(self.schedule, plan.num_stages - k, self.num_microbatches)
+            choice = c.plan(stash, memory)
+            assert choice is not None, "the DP chose a stage no memory plan fits"
+            if self.layer_memory:
+                choice = replace(choice, residency=self.layer_memory[s.layer_start:s.layer_end + 1])
+            elif not choice.residency:  # a fixed plan: every layer alike
+                way = Residency.RECOMPUTE if self.remat else Residency.KEEP
+                choice = replace(choice, residency=(way,) * (s.layer_end - s.layer_start + 1))
+            found.append(choice)
+        return found
+
+    def _record(self, spec: ClusterSpec, plan: StagePlan, costs: LayerCostModel, memory: float,
+                choices: list[StagePlanChoice], fragments: Mapping[str, int], transfers: int,
+                remat: Mapping[str, Any], stage_sharding: Mapping[str, Any] | None) -> StagePlanRecord:
+        m = self.num_microbatches
+        stages = []
+        for k, (s, choice) in enumerate(zip(plan.stages, choices, strict=True)):
+            c = costs.stage(s.layer_start, s.layer_end, s.submesh, s.logical_shape)
+            compute = costs.compute(s.layer_start, s.layer_end, s.logical_shape, choice.residency)
             stash = in_flight(self.schedule, plan.num_stages - k, m)
+            latency = c.latency + choice.extra_s
             stages.append(PlanStage(
                 stage=k, layers=(s.layer_start, s.layer_end),
                 submesh=(s.submesh.hosts, s.submesh.devices),
                 logical_shape=(s.logical_shape[0], s.logical_shape[1]),
-                latency_s=c.latency, compute_s=compute, communication_s=max(c.latency - compute, 0.0),
-                param_bytes=c.param_bytes, activation_bytes=c.activation_bytes, temp_bytes=c.temp_bytes,
-                peak_bytes=c.memory_bytes(stash), stashed_microbatches=stash,
+                latency_s=latency, compute_s=compute, communication_s=max(latency - compute, 0.0),
+                param_bytes=c.param_bytes, grad_bytes=c.grad_bytes, optimizer_bytes=c.optimizer_bytes,
+                activation_bytes=choice.stashed_bytes, temp_bytes=c.temp_bytes,
+                peak_bytes=c.resident_bytes + stash * choice.stashed_bytes + c.temp_bytes,
+                stashed_microbatches=stash, memory_plan=tuple(r.value for r in choice.residency),
             ))
         return StagePlanRecord(
             cluster=PlanCluster(spec.name, spec.hosts, spec.devices_per_host, memory),
@@ -267,7 +329,7 @@ class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
             predicted_step_s=plan.objective, t_max_s=plan.t_max, total_latency_s=plan.total_latency,
             fragments=dict(fragments), transfers=transfers,
             cost_model={"layer_solves": costs.stats.solves, "cache_hits": costs.stats.cache_hits},
-            remat=dict(remat), stage_sharding=None if stage_sharding is None else dict(stage_sharding),
+            remat=dict(remat), zero_stage=self.zero_stage, stage_sharding=None if stage_sharding is None else dict(stage_sharding),
         )
 
 

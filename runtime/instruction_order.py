@@ -68,6 +68,8 @@ def _describe(program: PipelineProgram, ins: Instruction) -> str:
     where = f"stage {u.stage}" + ("" if u.microbatch is None else f", microbatch {u.microbatch}")
     if isinstance(ins, Run):
         return f"fragment {program.fragment_kinds[ins.fragment]} ({where})"
+    if ins.memory_kind is not None:
+        return f"transfer to {ins.memory_kind.value} memory ({where})"
     return f"transfer to stage {ins.stage} ({where})"
 
 

@@ -7,7 +7,8 @@ compiler must preserve (the real multi-mesh runtime schedules the same fragments
 ```
  ir.Module ──SequentialExecutor(module, device)──► plans + one Program per fragment body
    @main:       fragment  -> execute its compiled body on the operand jax.Arrays
-                transfer  -> the same array (one device: nothing moves)
+                transfer  -> the same array (one device: nothing moves); one that
+                             changes the memory kind copies it into that memory
                 mpmd.call -> run the callee's plan on the operands (microbatches)
                 return    -> the outputs
 ```
@@ -40,6 +41,7 @@ from alpa_mlir.dialect_utils.types import TensorInfo, tensor_info
 
 from .devices import DeviceMesh
 from .errors import CompileError, ExecutionError, UnsupportedModuleError
+from .memory_kinds import check_memories, in_memory
 from .signature import ArgSpec, ResultSpec, Signature, check_inputs
 from .spmd import Program, ProgramCache, TimedRun, compile_program
 
@@ -107,6 +109,7 @@ class _FragmentStep:
 class _TransferStep:
     source: int
     target: int
+    memory_kind: mpmd.MemoryKind | None = None  # set when it changes the memory kind (to this one)
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,8 @@ class SequentialExecutor:
         self._index_of: dict[int, int] = {}  # id(program) -> index in programs
         self.stats = ExecutorStats()
         self._plans = {name: self._plan(name, f) for name, f in functions.items()}
+        check_memories([device], (step.memory_kind for plan in self._plans.values() for step in plan.steps
+                                  if isinstance(step, _TransferStep) and step.memory_kind is not None))
         self.stats.compiled = len(self.programs)
         self.stats.compile_seconds = sum(p.compile_seconds for p in self.programs)
 
@@ -230,7 +235,8 @@ class SequentialExecutor:
                 program = self._compile_fragment(op)
                 steps.append(_FragmentStep(program, mpmd.fragment_kind(op), inputs, new_slots(op)))
             elif op.name == mpmd.TRANSFER:
-                steps.append(_TransferStep(inputs[0], new_slots(op)[0]))
+                src, dst = (mpmd.memory_kind_of(v.type) for v in (op.operands[0], op.results[0]))
+                steps.append(_TransferStep(inputs[0], new_slots(op)[0], dst if dst is not src else None))
             elif op.name == mpmd.CALL:
                 steps.append(_CallStep(mpmd.callee_name(op), inputs, new_slots(op)))
             else:  # func.return (program_functions admits nothing else)
@@ -273,7 +279,10 @@ class SequentialExecutor:
 
         for step, frees in zip(plan.steps, plan.frees, strict=True):
             if isinstance(step, _TransferStep):
-                slots[step.target] = slots[step.source]
+                value = slots[step.source]
+                if step.memory_kind is not None and value is not None:
+                    value = in_memory([value], [step.memory_kind])[0]
+                slots[step.target] = value
                 self.stats.transfers += 1
             else:
                 inputs = take(step.inputs)

@@ -12,8 +12,12 @@ Reads an MPMD module (`docs/mpmd-format.md`) and local devices; runs it. See
 4. `PipelineExecutable.step` (this module): RUN = the fragment's compiled SPMD executable
    (`fragments.FragmentCache`) launched on its inputs without waiting (jax dispatches
    asynchronously, so meshes overlap where the hardware allows); MOVE = the
-   `transfers.Transfer` interface (`jax.device_put`, or Alpa's local all-gather);
-   values whose last use passed are deleted at once. Arguments may be arrays already on
+   `transfers.Transfer` interface (`jax.device_put`, or Alpa's local all-gather), or,
+   for a move that only changes the memory kind (an activation offloaded to pinned
+   host memory after its forward and brought back before its backward), a copy between
+   the memories of the same devices in the same sharding (`memory_kinds.in_memory`);
+   values whose last use passed are deleted at once (so an offloaded value's device copy
+   goes right after the copy to the host). Arguments may be arrays already on
    their meshes (the previous step's outputs): parameters and optimizer state stay
    resident between steps.
 
@@ -26,6 +30,7 @@ device of its own. A move across processes is one program over both meshes
 (`Transfer` -> `union_transfer`), for which both sides agree on the shardings: the
 value is resharded to its declared (`mesh_tensor`) sharding on the source side, moved
 to the declared destination sharding, then resharded to the consumer's layout there.
+A memory-kind move never crosses processes: each process copies its own shards.
 """
 
 from __future__ import annotations
@@ -43,12 +48,14 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from alpa_mlir.dialect_utils import mpmd
 from alpa_mlir.dialect_utils import shardy as S
+from alpa_mlir.dialect_utils.mpmd import MemoryKind
 from alpa_mlir.dialect_utils.schedules import ScheduleKind
 
 from .distributed import collect, put
 from .errors import ExecutionError
 from .fragments import FragmentCache
 from .instruction_order import choose_schedule, donations, last_uses, order
+from .memory_kinds import check_memories, host_bytes, in_memory
 from .pipeline_program import Instruction, Move, Run, Slot, read_program
 from .process_order import ordered, settle, spans_processes
 from .signature import Signature, check_inputs
@@ -64,22 +71,35 @@ class Route(enum.Enum):
     LOCAL = "local"  # both meshes are on this process's devices: `Transfer.move_many`
     ACROSS = "across"  # some of either mesh's devices are: a program over both meshes
     ELSEWHERE = "elsewhere"  # neither has a device here: a placeholder
+    MEMORY = "memory"  # a change of memory kind on the mesh, with a device here: `in_memory`
 
 
 def _batches(instructions: Sequence[Instruction], batch_moves: bool,
              routes: Sequence[Route] | None = None) -> tuple[tuple[int, int], ...]:
     """[first, last) index ranges that `step` runs as one: a RUN alone; consecutive MOVEs
     inside this process (`Route.LOCAL`, the default) together (one batched transfer
-    call), or alone when `batch_moves` is off. A batch's moves read no value that
-    another of them writes (a move's target is a fresh slot)."""
-    def local_move(k: int) -> bool:
-        return isinstance(instructions[k], Move) and (routes is None or routes[k] is Route.LOCAL)
+    call), and so consecutive memory-kind moves (`Route.MEMORY`), or alone when
+    `batch_moves` is off. A batch's moves read no value that another of them writes (a
+    value offloaded by a forward and brought back for the backward right after it
+    starts a new batch)."""
+    def route(k: int) -> Route | None:
+        if not isinstance(instructions[k], Move):
+            return None
+        found = Route.LOCAL if routes is None else routes[k]
+        return found if found in (Route.LOCAL, Route.MEMORY) else None
     out: list[tuple[int, int]] = []
+    written: set[Slot] = set()  # the targets of the last batch's moves
     for k in range(len(instructions)):
-        if batch_moves and local_move(k) and out and out[-1][1] == k and local_move(out[-1][0]):
+        ins = instructions[k]
+        joins = (batch_moves and route(k) is not None and out and out[-1][1] == k
+                 and route(out[-1][0]) is route(k) and isinstance(ins, Move) and ins.source not in written)
+        if joins:
             out[-1] = (out[-1][0], k + 1)
         else:
             out.append((k, k + 1))
+            written.clear()
+        if isinstance(ins, Move):
+            written.add(ins.target)
     return tuple(out)
 
 
@@ -95,7 +115,9 @@ class TraceEvent:
 @dataclass
 class StepStats:
     runs: int = 0
-    moves: int = 0
+    moves: int = 0  # between meshes
+    memory_moves: int = 0  # between the memory kinds of a mesh (offloads and their way back)
+    peak_host_bytes: int = 0  # most bytes held at once in host memory on this process's devices
     seconds: float = 0.0
     events: list[TraceEvent] = field(default_factory=list)
 
@@ -123,6 +145,8 @@ class PipelineExecutable:
         self.transfer = transfer_for(transfer, wait=trace) if isinstance(transfer, str) else transfer
         self.trace = trace
         self.instructions = order(self.program, self.schedule)
+        check_memories((d for p in self.placements for d in p.devices),
+                       (ins.memory_kind for ins in self.instructions if isinstance(ins, Move) and ins.memory_kind))
         self.frees = last_uses(self.program, self.instructions)
         self.donated = donations(self.program, self.instructions, self.frees) if donate else {}
         self.cache = FragmentCache(cache_dir=cache_dir)
@@ -140,11 +164,13 @@ class PipelineExecutable:
         # Values are moved and placed straight into the layout their first reader's
         # executable expects, so that launching it never reshards.
         self.arg_shardings = tuple(
-            wanted.get(slot) or self._named(stage, body)
+            wanted.get(slot) or self._named(stage, body, self._memory_kind(slot))
             for slot, stage, body in zip(self.program.arg_slots, self.program.arg_stages,
                                          self.program.arg_shardings, strict=True))
+        # (None for a memory-kind move: the value keeps its own sharding.)
         self.move_shardings = tuple(
-            (wanted.get(ins.target) or self._named(ins.stage, ins.sharding)) if isinstance(ins, Move) else None
+            (wanted.get(ins.target) or self._named(ins.stage, ins.sharding))
+            if isinstance(ins, Move) and ins.memory_kind is None else None
             for ins in self.instructions)
         self.routes = tuple(self._route(ins) if isinstance(ins, Move) else Route.LOCAL
                             for ins in self.instructions)
@@ -168,6 +194,9 @@ class PipelineExecutable:
     def _route(self, move: Move) -> Route:
         """How this process takes part in `move` (see `Route`)."""
         me = jax.process_index()
+        if move.memory_kind is not None:
+            here = any(d.process_index == me for d in self.placements[move.stage].devices)
+            return Route.MEMORY if here else Route.ELSEWHERE
         ends = (*self.placements[self.program.values[move.source].stage].devices,
                 *self.placements[move.stage].devices)
         mine = [d.process_index == me for d in ends]
@@ -178,7 +207,7 @@ class PipelineExecutable:
         found = self._declared.get(s)
         if found is None:
             info = self.program.values[s]
-            found = self._declared[s] = self._named(info.stage, info.sharding)
+            found = self._declared[s] = self._named(info.stage, info.sharding, info.memory_kind)
         return found
 
     def _placeholder(self, s: Slot) -> jax.Array:
@@ -195,13 +224,18 @@ class PipelineExecutable:
     def _stage(self, fragment: ir.Operation) -> int:
         return self.program.mesh_names.index(mpmd.fragment_mesh(fragment))
 
-    def _named(self, stage: int, body: str | None) -> NamedSharding:
+    def _named(self, stage: int, body: str | None, memory_kind: MemoryKind = MemoryKind.DEVICE) -> NamedSharding:
         mesh = self.placements[stage].jax_mesh
+        kind = None if memory_kind is MemoryKind.DEVICE else memory_kind.value  # None: the default, device
         if body is None:
-            return NamedSharding(mesh, PartitionSpec())
+            return NamedSharding(mesh, PartitionSpec(), memory_kind=kind)
         parsed = S.parse_sharding(body)
         dims = [None if not d.axes else d.axes[0] if len(d.axes) == 1 else tuple(d.axes) for d in parsed.dims]
-        return NamedSharding(mesh, PartitionSpec(*dims))
+        return NamedSharding(mesh, PartitionSpec(*dims), memory_kind=kind)
+
+    def _memory_kind(self, s: Slot) -> MemoryKind:
+        info = self.program.values.get(s)
+        return MemoryKind.DEVICE if info is None else info.memory_kind
 
     def place(self, inputs: Sequence[np.ndarray | jax.Array]) -> list[jax.Array]:
         """Arguments on their stage meshes (arrays already there are used as they are)."""
@@ -222,6 +256,7 @@ class PipelineExecutable:
         env: dict[Slot, jax.Array] = dict(zip(self.program.arg_slots, self.place(inputs), strict=True))
         self.transfer.stats.clear()  # per step
         stats = StepStats()
+        held: dict[Slot, int] = {}  # host-memory bytes of the live values in host memory
         started = time.perf_counter()
         for first, last in self._batches:
             t0 = time.perf_counter() if self.trace else 0.0
@@ -241,6 +276,10 @@ class PipelineExecutable:
                     env[m.target] = out  # type: ignore[union-attr]
                 stats.moves += len(moves)
                 moved = sum(v.nbytes for v in values)
+            elif self.routes[first] is Route.MEMORY:
+                moved = self._change_memory(first, last, env, held)
+                stats.memory_moves += last - first
+                stats.peak_host_bytes = max(stats.peak_host_bytes, sum(held.values()))
             else:
                 for k in range(first, last):
                     moved += self._move_across(k, env)
@@ -253,6 +292,7 @@ class PipelineExecutable:
             for k in range(first, last):
                 for s in self.frees[k]:  # each slot holds its own array (moves make new ones)
                     value = env.pop(s, None)
+                    held.pop(s, None)
                     if value is not None:
                         value.delete()
         outputs = [env[s] if s in env else self._placeholder(s) for s in self.program.result_slots]
@@ -261,6 +301,17 @@ class PipelineExecutable:
         stats.seconds = time.perf_counter() - started
         self.last = stats
         return outputs
+
+    def _change_memory(self, first: int, last: int, env: dict[Slot, jax.Array], held: dict[Slot, int]) -> int:
+        """MOVEs first..last-1, each a change of memory kind on its mesh (`Route.MEMORY`),
+        as one batched copy; `held` gets the host-memory bytes of each new array. Returns
+        the bytes copied."""
+        moves = [m for m in self.instructions[first:last] if isinstance(m, Move) and m.memory_kind is not None]
+        values = [env[m.source] for m in moves]
+        for m, out in zip(moves, in_memory(values, [m.memory_kind for m in moves if m.memory_kind]), strict=True):
+            env[m.target] = out
+            held[m.target] = host_bytes(out)
+        return sum(int(v.nbytes) for v in values)
 
     def _move_across(self, k: int, env: dict[Slot, jax.Array]) -> int:
         """MOVE k when a process other than this one owns a device of either mesh: the
@@ -305,7 +356,9 @@ class PipelineExecutable:
         times: list[float] = []
         for k, ins in enumerate(self.instructions):
             if isinstance(ins, Move):
-                if self.routes[k] is not Route.LOCAL:
+                if self.routes[k] is Route.MEMORY:
+                    self._change_memory(k, k + 1, env, {})
+                elif self.routes[k] is not Route.LOCAL:
                     self._move_across(k, env)
                 else:
                     target = self.move_shardings[k]
@@ -354,4 +407,6 @@ class PipelineExecutable:
         mb = "" if u.microbatch is None else f" mb{u.microbatch}"
         if isinstance(ins, Run):
             return f"{self.program.fragment_kinds[ins.fragment]}{mb}"
+        if ins.memory_kind is not None:
+            return f"transfer{mb} -> {ins.memory_kind.value} memory"
         return f"transfer{mb} -> {self.program.mesh_names[ins.stage]}"

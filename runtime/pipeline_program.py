@@ -6,19 +6,23 @@ a fragment (for microbatch m) or MOVE a value to another mesh (an `mpmd.transfer
 each tagged with its schedule unit: "pre" (everything @main does before the calls:
 microbatch slices, zero accumulators, the prologue), (forward, stage, m), (backward,
 stage, m), (apply, stage) and "post" (whatever follows). A transfer belongs to the unit
-of the value's producer (sent as soon as it exists). Every mesh value's declared type
-(stage, shape, dtype, sharding) is kept, for processes that hold only a placeholder.
+of the value's producer (sent as soon as it exists), except one that brings a value
+back from host memory: it belongs to the unit of the first fragment that reads it
+(fetched right before it is needed; `Move.memory_kind` marks the moves that only change
+a value's memory kind). Every mesh value's declared type (stage, shape, dtype, sharding,
+memory kind) is kept, for processes that hold only a placeholder.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from jax.extend.mlir import ir
 
 from alpa_mlir.dialect_utils import mpmd
 from alpa_mlir.dialect_utils import shardy as S
+from alpa_mlir.dialect_utils.mpmd import MemoryKind
 from alpa_mlir.dialect_utils.stage_plan import StagePlanError, StagePlanRecord, read_stage_plan
 from alpa_mlir.dialect_utils.types import tensor_info
 
@@ -56,6 +60,9 @@ class Move:
     stage: int  # destination stage
     sharding: str | None  # destination sharding body (`<@stage1, [...]>`), None = replicated
     unit: Unit
+    # Set when the move only changes the value's memory kind (to this one): same mesh,
+    # same sharding (an offloaded activation and its way back).
+    memory_kind: MemoryKind | None = None
 
 
 Instruction = Run | Move
@@ -69,6 +76,7 @@ class ValueInfo:
     shape: tuple[int, ...]
     dtype: np.dtype
     sharding: str | None  # the sharding body `<@stage1, [...]>`, None = replicated
+    memory_kind: MemoryKind = MemoryKind.DEVICE
 
 
 @dataclass(frozen=True)
@@ -156,12 +164,16 @@ class _Reader:
         self.fragment_index: dict[ir.Operation, int] = {}
         self.instructions: list[Instruction] = []
         self.values: dict[Slot, ValueInfo] = {}
+        # Moves back from host memory that no fragment has read yet -> their instruction;
+        # one that none reads keeps its producer's unit.
+        self.reloads: dict[Slot, int] = {}
 
     def typed(self, s: Slot, t: ir.Type) -> None:
         if mpmd.is_mesh_tensor(t):
-            mesh, tensor, sharding = mpmd.mesh_tensor_parts(t)
-            info = tensor_info(tensor)
-            self.values[s] = ValueInfo(self.stage_of[mesh], tuple(info.shape), info.numpy_dtype(), sharding)
+            parsed = mpmd.parse_mesh_tensor(t)
+            info = tensor_info(parsed.tensor)
+            self.values[s] = ValueInfo(self.stage_of[parsed.mesh], tuple(info.shape), info.numpy_dtype(),
+                                       parsed.sharding, parsed.memory_kind)
 
     def slot(self, v: ir.Value, m: int) -> Slot:
         vid = self.ids.setdefault(v, len(self.ids))
@@ -186,6 +198,11 @@ class _Reader:
             self.fragments.append(op)
             self.kinds.append(kind)
         inputs = tuple(self.resolve(self.slot(v, m)) for v in op.operands)
+        for s in inputs:  # a value back from host memory is fetched right before its first reader
+            if s in self.reloads:
+                k = self.reloads.pop(s)
+                self.instructions[k] = replace(self.instructions[k], unit=unit)
+                self.producer_unit[s] = unit
         outputs = tuple(self.slot(r, m) for r in op.results)
         for s, r in zip(outputs, op.results, strict=True):
             self.producer_unit[s] = unit
@@ -195,11 +212,15 @@ class _Reader:
     def transfer(self, op: ir.Operation, m: int) -> None:
         source = self.resolve(self.slot(op.operands[0], m))
         target = self.slot(op.results[0], m)
-        mesh_name, _, sharding = mpmd.mesh_tensor_parts(op.results[0].type)
+        src = mpmd.parse_mesh_tensor(op.operands[0].type)
+        dst = mpmd.parse_mesh_tensor(op.results[0].type)
         unit = self.producer_unit.get(source, Unit(PRE))
         self.producer_unit[target] = unit
         self.typed(target, op.results[0].type)
-        self.instructions.append(Move(source, target, self.stage_of[mesh_name], sharding, unit))
+        memory_kind = dst.memory_kind if dst.memory_kind is not src.memory_kind else None
+        if memory_kind is MemoryKind.DEVICE:
+            self.reloads[target] = len(self.instructions)
+        self.instructions.append(Move(source, target, self.stage_of[dst.mesh], dst.sharding, unit, memory_kind))
 
     def call(self, op: ir.Operation, callee: ir.Operation, m: int) -> None:
         block = callee.regions[0].blocks[0]

@@ -434,6 +434,9 @@ def run_pipeline(args: argparse.Namespace, loaded: LoadedModule, out: TextIO) ->
     across = f", {moved.bytes_across_processes} across processes" if distributed.is_multiprocess() else ""
     print(f"per step{here}: {exe.last.runs} fragment runs, {exe.last.moves} transfers "
           f"({moved.bytes_crossed} bytes across meshes{across}, {exe.transfer.kind.value})", file=out)
+    if exe.last.memory_moves:
+        print(f"offloaded{here}: {exe.last.memory_moves} copies between device and host memory, "
+              f"at most {exe.last.peak_host_bytes} bytes in host memory", file=out)
     if any(x is None for x in host):  # a process other than 0 of a job
         print("outputs and the reference check: on process 0", file=out)
         return 0

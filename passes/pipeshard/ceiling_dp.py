@@ -11,11 +11,11 @@ Refinements over the plain recurrence, all exact:
 
 - Per (range, submesh, stages-from-here) only the fastest legal logical mesh can be in an
   optimal plan, so the DP and the ceilings use that one only.
-- Memory legality depends on s only through the in-flight count (nondecreasing in s,
-  constant from s = B on), and usually only up to a small s:
-  stage counts at or above `cap` (the first s beyond which no legality changes) share one
-  DP state, whose predecessor is the better of states cap-1 and cap. With no memory limit
-  cap = 1 and the DP is over (k, d) only.
+- A stage's latency (its memory plan's, inf where nothing fits) depends on s only
+  through the in-flight count (nondecreasing in s, constant from s = B on), and usually
+  only up to a small s: stage counts at or above `cap` (the first s beyond which no
+  latency changes) share one DP state, whose predecessor is the better of states cap-1
+  and cap. With no memory limit cap = 1 and the DP is over (k, d) only.
 - The cost function is called lazily and once per argument tuple (`CostCache`), and only
   for (range, submesh) pairs that occur in some device-covering plan: e.g. the
   whole-cluster submesh is costed for the whole layer range only.
@@ -132,17 +132,25 @@ def cost_tables(
     max_stash = max(1, min(num_microbatches, num_layers, num_devices))
     stash = np.array([in_flight(schedule, s, num_microbatches) for s in range(1, max_stash + 1)],
                      dtype=np.float64)
-    if device_memory_bytes is None:
-        legal = np.ones((len(costs), max_stash), dtype=np.bool_)
-    else:
-        param = np.array([c.param_bytes for c in costs], dtype=np.float64)[:, None]
+    # latency[k, n]: cost k's latency with stash[n] in flight under its fastest memory
+    # plan that fits (inf: none fits); without memory plans, its latency or inf.
+    plain = not any(c.layers for c in costs)
+    if plain and device_memory_bytes is None:
+        by_stash = np.repeat(np.array([c.latency for c in costs], dtype=np.float64)[:, None], max_stash, axis=1)
+    elif plain and device_memory_bytes is not None:
+        param = np.array([c.resident_bytes for c in costs], dtype=np.float64)[:, None]
         act = np.array([c.activation_bytes for c in costs], dtype=np.float64)[:, None]
         temp = np.array([c.temp_bytes for c in costs], dtype=np.float64)[:, None]
-        legal = param + stash[None, :] * act + temp <= device_memory_bytes
-    # Legality stops changing at `cap`: legal at stash n but not at the largest means n < cap.
-    changing = np.nonzero((legal & ~legal[:, -1:]).any(axis=0))[0]
+        fits = param + stash[None, :] * act + temp <= device_memory_bytes
+        latency = np.array([c.latency for c in costs], dtype=np.float64)[:, None]
+        by_stash = np.where(fits, latency, np.inf)
+    else:
+        by_stash = np.array([[c.latency_at(int(n), device_memory_bytes) for n in stash] for c in costs],
+                            dtype=np.float64).reshape(len(costs), max_stash)
+    # Latencies stop changing at `cap`: a latency at stash n unlike the largest's means n < cap.
+    changing = np.nonzero((by_stash != by_stash[:, -1:]).any(axis=0))[0]
     cap = int(changing[-1]) + 2 if len(changing) else 1
-    over_memory = int((~legal[:, 0]).sum()) if len(costs) else 0
+    over_memory = int(np.isinf(by_stash[:, 0]).sum()) if len(costs) else 0
 
     # Per state, the fastest legal logical mesh of each (i, j, m); ties: the first.
     shape = (cap, num_layers, num_layers, len(candidates))
@@ -151,9 +159,8 @@ def cost_tables(
     if costs:
         i, j, m, lg = np.array(index, dtype=np.int64).T
         group = (i * num_layers + j) * len(candidates) + m
-        latency = np.array([c.latency for c in costs], dtype=np.float64)
         for c in range(cap):
-            state_latency = np.where(legal[:, c], latency, np.inf)
+            state_latency = by_stash[:, c]
             ranked = np.lexsort((lg, state_latency, group))
             _, first = np.unique(group[ranked], return_index=True)
             pick = ranked[first]

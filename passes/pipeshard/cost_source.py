@@ -1,7 +1,9 @@
 """What a stage costs, as the stage DP reads it: the record, its memory rule, its sources.
 
-Holds `StageCost` (latency and per-device memory of one stage per microbatch; its
-`memory_bytes` is the rule ``param + stashed * activation + temp``), the ways a caller
+Holds `StageCost` (latency and per-device memory of one stage per microbatch, component
+by component; its `memory_bytes` is the rule ``resident + stashed * activation + temp``
+with resident = parameters + gradient accumulators + optimizer state; with per-layer
+memory options, `plan` picks each layer's residency, `memory_plan`), the ways a caller
 gives costs (`CostFn`, a function; `CostTable`, a mapping keyed by `CostKey`), and
 `CostCache`, which memoizes either. `stash_rule` and `microbatch_phrase` word the
 schedules' stash rules (`dialect_utils.schedules.in_flight`) for error messages. Reads
@@ -16,29 +18,64 @@ from dataclasses import dataclass
 
 from alpa_mlir.dialect_utils.schedules import ScheduleKind
 
+from .memory_plan import LayerMemory, StagePlanChoice, choose, frontier
 from .submesh_space import LogicalShape, SubmeshShape
 
 
 @dataclass(frozen=True)
 class StageCost:
     """The cost of one stage (per microbatch): latency in seconds, and memory per device:
-    parameters (with optimizer state), activations stashed per in-flight microbatch, and
-    peak temporaries."""
+    parameters, gradient accumulators, optimizer state, activations stashed per
+    in-flight microbatch, and peak temporaries."""
 
     latency: float
     param_bytes: float = 0.0
     activation_bytes: float = 0.0
     temp_bytes: float = 0.0
+    grad_bytes: float = 0.0
+    optimizer_bytes: float = 0.0
+    layers: tuple[LayerMemory, ...] = ()
+    """Per layer, what keeping / recomputing / offloading its activations costs: when
+    given, `plan` picks per layer (memory-plan=auto); `latency` and `activation_bytes`
+    are then those of keeping every layer's."""
 
     def __post_init__(self) -> None:
-        for name in ("latency", "param_bytes", "activation_bytes", "temp_bytes"):
+        for name in ("latency", "param_bytes", "activation_bytes", "temp_bytes", "grad_bytes",
+                     "optimizer_bytes"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"StageCost.{name} must be finite and >= 0, got {value!r}")
 
+    @property
+    def resident_bytes(self) -> float:
+        """What a device holds for the whole step: parameters, gradient accumulators and
+        optimizer state."""
+        return self.param_bytes + self.grad_bytes + self.optimizer_bytes
+
     def memory_bytes(self, stashed_microbatches: int) -> float:
         """Peak bytes per device with `stashed_microbatches` microbatches in flight."""
-        return self.param_bytes + stashed_microbatches * self.activation_bytes + self.temp_bytes
+        return self.resident_bytes + stashed_microbatches * self.activation_bytes + self.temp_bytes
+
+    @property
+    def least_activation_bytes(self) -> float:
+        """Bytes stashed per microbatch under the leanest memory plan."""
+        return frontier(self.layers).stashed[0] if self.layers else self.activation_bytes
+
+    def plan(self, stashed_microbatches: int, device_memory_bytes: float | None) -> StagePlanChoice | None:
+        """The fastest memory plan with `stashed_microbatches` in flight within
+        `device_memory_bytes` (None: no limit), or None when none fits. Without `layers`
+        the stage's one way, if it fits."""
+        if not self.layers:
+            if device_memory_bytes is not None and self.memory_bytes(stashed_microbatches) > device_memory_bytes:
+                return None
+            return StagePlanChoice(0.0, self.activation_bytes, ())
+        free = math.inf if device_memory_bytes is None else device_memory_bytes - self.resident_bytes - self.temp_bytes
+        return choose(self.layers, stashed_microbatches, free)
+
+    def latency_at(self, stashed_microbatches: int, device_memory_bytes: float | None) -> float:
+        """The latency of the fastest plan that fits (`plan`); inf when none does."""
+        found = self.plan(stashed_microbatches, device_memory_bytes)
+        return math.inf if found is None else self.latency + found.extra_s
 
 
 CostKey = tuple[int, int, SubmeshShape, LogicalShape]

@@ -86,14 +86,19 @@ def plan_manual(
         if found is None:
             raise StageDPError(f"{what} is infeasible: the cost model returned None")
         stash = in_flight(schedule, stage_count - k, num_microbatches)
-        if device_memory_bytes is not None and found.memory_bytes(stash) > device_memory_bytes:
+        chosen = found.plan(stash, device_memory_bytes)
+        if chosen is None:
+            least = found.least_activation_bytes
+            leanest = " (its leanest memory plan)" if found.layers else ""
             raise StageDPError(
-                f"{what} needs {found.memory_bytes(stash):g} bytes per device with "
-                f"{microbatch_phrase(stash)} stashed under {schedule.value} ({stash_rule(schedule)}): "
-                f"params {found.param_bytes:g} + {stash} x activations "
-                f"{found.activation_bytes:g} + temp {found.temp_bytes:g}, more than "
+                f"{what} needs {found.resident_bytes + stash * least + found.temp_bytes:g} bytes per "
+                f"device with {microbatch_phrase(stash)} stashed under {schedule.value} "
+                f"({stash_rule(schedule)}){leanest}: "
+                f"params {found.param_bytes:g} + gradient sums {found.grad_bytes:g} + optimizer "
+                f"state {found.optimizer_bytes:g} + {stash} x activations "
+                f"{least:g} + temp {found.temp_bytes:g}, more than "
                 f"device_memory_bytes={device_memory_bytes:g}"
             )
-        stages.append(Stage(first, last, submesh, (shape[0], shape[1]), found.latency))
+        stages.append(Stage(first, last, submesh, (shape[0], shape[1]), found.latency + chosen.extra_s))
     totals = pipeline_objective([s.latency for s in stages], num_microbatches)
     return StagePlan(tuple(stages), totals.total_latency, totals.t_max, totals.objective)

@@ -26,6 +26,8 @@ earlier clones.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from jax.extend.mlir import ir
 
 from alpa_mlir.dialect_utils.attributes import PHASE_ATTR, Phase, layer_of, phase_of
@@ -33,8 +35,9 @@ from alpa_mlir.dialect_utils.graph import FunctionGraph, OpNode
 from alpa_mlir.dialect_utils.inlining import remap_operands
 
 
-def rematerialize(function: ir.Operation) -> int:
-    """Rewrite `function` in place (module docstring); returns the number of ops cloned."""
+def rematerialize(function: ir.Operation, layers: Collection[int] | None = None) -> int:
+    """Rewrite `function` in place (module docstring) for every layer, or for `layers`
+    only (the others keep their forward values); returns the number of ops cloned."""
     graph = FunctionGraph(function)
     producer: dict[ir.Value, OpNode] = {r.value: node for node in graph.ops if phase_of(node) is Phase.FORWARD
                                         for r in node.results}
@@ -72,7 +75,7 @@ def rematerialize(function: ir.Operation) -> int:
 
     for node in graph.ops:
         layer = layer_of(node)
-        if phase_of(node) is Phase.FORWARD or layer is None:
+        if phase_of(node) is Phase.FORWARD or layer is None or (layers is not None and layer not in layers):
             continue
 
         def visit(inner: ir.Operation, layer: int = layer, top: ir.Operation = node.op) -> ir.WalkResult:

@@ -7,15 +7,21 @@ t(i..j, submesh, (dp, mp)) = sum over layers l in i..j of the optimum of the aut
 ILP of layer l's forward and backward ops alone, on the logical mesh (dp, mp) of the
 cluster (its objective is compute time -- FLOPs / device peak, divided over the devices
 an op's output is split across -- plus the collectives' alpha-beta time). Memory per
-device: the layer's parameters (and optimizer state, split like its parameters by bytes)
-as the ILP lays them out, and the gradient accumulators (inputs only backward ops read);
-activations = the layer's forward values and forward inputs that backward ops read,
-stashed per microbatch in flight; temporaries = the ILP's peak live bytes.
+device, by component: the layer's parameters as the ILP lays them out; its gradient
+accumulators (arguments only backward ops read); its optimizer state (split like its
+parameters, by bytes); activations = the layer's forward values and forward inputs that
+backward ops read, stashed per microbatch in flight; temporaries = the ILP's peak live
+bytes. With ZeRO (`zero`, level `zero_stage`), the optimizer state, then the
+accumulators, then the parameters are split over all the stage's devices: the ILP
+chooses among such layouts only (and so charges the gathers they cause), and the
+optimizer state counts as split as far as its parameters' dims allow.
 
 With rematerialization (`remat`, pipeshard.remat): activations = the layer's inputs
 that forward ops read from outside the layer, parameters aside (what a stage then keeps
 per microbatch), and the latency adds the layer's forward compute (recomputed before the
-backward; the forward's collectives are not charged twice).
+backward; the forward's collectives are not charged twice). With memory-plan=auto a
+stage cost carries each layer's keep / recompute / offload costs (`memory_plan`) and the
+stage DP picks per layer; offloading crosses the cluster's host link.
 
 Approximation, on purpose: layers are costed alone, so the resharding between two layers
 of the same stage is not charged (Alpa profiles whole ranges instead). That makes the
@@ -32,7 +38,14 @@ from dataclasses import dataclass
 from jax.extend.mlir import ir
 from jax.extend.mlir.dialects import func
 
-from alpa_mlir.dialect_utils.attributes import LAYER_ATTR, PHASE_ATTR, Phase, layer_of, phase_of
+from alpa_mlir.dialect_utils.attributes import (
+    LAYER_ATTR,
+    PHASE_ATTR,
+    Phase,
+    Residency,
+    layer_of,
+    phase_of,
+)
 from alpa_mlir.dialect_utils.graph import FunctionGraph, ValueNode
 from alpa_mlir.dialect_utils.inlining import remap_operands
 from alpa_mlir.dialect_utils.op_factors import FactorTable, factor_rules
@@ -41,9 +54,11 @@ from ..sharding import problem
 from ..sharding.cluster import ClusterSpec
 from ..sharding.ilp import SolverOptions, solve
 from ..sharding.mesh import LogicalMesh
-from ..sharding.spec import shard_count
+from ..sharding.spec import TensorSpec, shard_count
 from ..sharding.strategy import Options, RuleContext
+from . import zero
 from .cost_source import StageCost
+from .memory_plan import LayerMemory, MemoryPlanMode, offload_seconds
 from .step_analysis import op_inputs
 from .submesh_space import SubmeshShape
 
@@ -52,11 +67,17 @@ AXES = ("x", "y")
 
 @dataclass(frozen=True)
 class LayerCost:
+    """One layer on one logical mesh, its activations kept (module docstring)."""
+
     latency: float  # compute + communication, seconds per microbatch
     compute: float  # the compute part: FLOPs / peak, over the devices the plan splits over
     param_bytes: float
-    activation_bytes: float
+    activation_bytes: float  # stashed per microbatch when kept
     temp_bytes: float
+    grad_bytes: float
+    optimizer_bytes: float
+    input_bytes: float  # stashed per microbatch when recomputed: the layer's forward inputs
+    forward_compute: float  # what recomputing the forward costs
 
     @property
     def communication(self) -> float:
@@ -75,9 +96,15 @@ class LayerCostModel:
 
     def __init__(self, micro: FunctionGraph, num_layers: int, cluster: ClusterSpec,
                  state_bytes: Mapping[int, float], param_inputs: Mapping[int, int],
-                 time_limit: float = 30.0, remat: bool = False) -> None:
+                 time_limit: float = 30.0, remat: bool = False, zero_stage: int = 0,
+                 memory_plan: MemoryPlanMode = MemoryPlanMode.FIXED,
+                 layer_memory: Sequence[Residency] = ()) -> None:
         """`state_bytes[l]`: optimizer-state bytes that follow layer l's parameters;
-        `param_inputs`: micro-function argument index -> 1 for parameters."""
+        `param_inputs`: micro-function argument index -> 1 for parameters;
+        `zero_stage`: the ZeRO level (`zero`); `memory_plan`: AUTO gives every stage
+        cost its layers' residency options (`memory_plan`), FIXED keeps every layer's
+        activations, or recomputes every layer with `remat`, MANUAL does with each layer
+        what `layer_memory` says."""
         self.micro = micro
         self.cluster = cluster
         self.num_layers = num_layers
@@ -85,6 +112,9 @@ class LayerCostModel:
         self.param_inputs = param_inputs
         self.time_limit = time_limit
         self.remat = remat
+        self.memory_plan = memory_plan
+        self.layer_memory = tuple(layer_memory)
+        self.zero_stage = zero.check_level(zero_stage)
         self.stats = CostStats()
         self._layers = _layer_ops(micro, num_layers)
         self._keys: dict[int, str] = {}
@@ -114,17 +144,45 @@ class LayerCostModel:
         self._layer_cost[(layer, shape)] = cost
         return cost
 
-    def compute(self, first: int, last: int, shape: tuple[int, int]) -> float:
-        """The compute part of t(first..last) on `shape`."""
-        return sum(self.layer(k, shape).compute for k in range(first, last + 1))
+    def compute(self, first: int, last: int, shape: tuple[int, int],
+                residency: Sequence[Residency] = ()) -> float:
+        """The compute part of t(first..last) on `shape`: recomputed forwards included,
+        of every layer with remat, else of the layers `residency` recomputes."""
+        total = 0.0
+        for n, k in enumerate(range(first, last + 1)):
+            c = self.layer(k, shape)
+            again = self.remat or (n < len(residency) and residency[n] is Residency.RECOMPUTE)
+            total += c.compute + (c.forward_compute if again else 0.0)
+        return total
+
+    def _memory(self, c: LayerCost) -> LayerMemory:
+        return LayerMemory(c.activation_bytes, c.input_bytes, c.forward_compute,
+                           offload_seconds(c.activation_bytes, c.compute, self.cluster.host_link))
 
     def stage(self, first: int, last: int, submesh: SubmeshShape, shape: tuple[int, int]) -> StageCost:
         costs = [self.layer(k, shape) for k in range(first, last + 1)]
+        if self.memory_plan is MemoryPlanMode.MANUAL:  # each layer as layer_memory says
+            ways = [self._memory(c).cost(self.layer_memory[k]) for k, c in zip(range(first, last + 1), costs,
+                                                                               strict=True)]
+            latency = sum(c.latency + extra for c, (_, extra) in zip(costs, ways, strict=True))
+            activations = sum(stashed for stashed, _ in ways)
+        elif self.remat:  # every forward runs again before its backward; only inputs are kept
+            latency = sum(c.latency + c.forward_compute for c in costs)
+            activations = sum(c.input_bytes for c in costs)
+        else:
+            latency = sum(c.latency for c in costs)
+            activations = sum(c.activation_bytes for c in costs)
+        layers: tuple[LayerMemory, ...] = ()
+        if self.memory_plan is MemoryPlanMode.AUTO:
+            layers = tuple(self._memory(c) for c in costs)
         return StageCost(
-            latency=sum(c.latency for c in costs),
+            latency=latency,
             param_bytes=sum(c.param_bytes for c in costs),
-            activation_bytes=sum(c.activation_bytes for c in costs),
+            activation_bytes=activations,
             temp_bytes=max(c.temp_bytes for c in costs),
+            grad_bytes=sum(c.grad_bytes for c in costs),
+            optimizer_bytes=sum(c.optimizer_bytes for c in costs),
+            layers=layers,
         )
 
     def _outline(self, layer: int) -> tuple[ir.Module, ir.Operation, list[ValueNode]]:
@@ -167,37 +225,58 @@ class LayerCostModel:
         self._outlined[layer] = entry
         return entry
 
+    def _kinds(self, graph: FunctionGraph, outside: Sequence[ValueNode],
+               phases: Sequence[Phase]) -> list[zero.StateKind | None]:
+        """Per argument of the outlined layer: a parameter, a gradient accumulator (an
+        argument of the microbatch function only backward ops read), or neither."""
+        kinds: list[zero.StateKind | None] = []
+        for arg, v in zip(graph.args, outside, strict=True):
+            if v.is_argument and v.index in self.param_inputs:
+                kinds.append(zero.StateKind.PARAMETER)
+            elif v.is_argument and all(phases[u.index] is not Phase.FORWARD for u, _ in graph.users(arg)):
+                kinds.append(zero.StateKind.GRADIENT)
+            else:
+                kinds.append(None)
+        return kinds
+
     def _solve(self, fn: ir.Operation, outside: Sequence[ValueNode], layer: int,
                shape: tuple[int, int]) -> LayerCost:
         mesh = self.mesh(shape)
         graph = FunctionGraph(fn)
         if layer not in self._factors:
             self._factors[layer] = factor_rules(fn)
+        phases = [phase_of(self.micro.ops[i]) for i in self._layers[layer]]
+        kinds = self._kinds(graph, outside, phases)
+        split = {arg.index for arg, kind in zip(graph.args, kinds, strict=True)
+                 if kind is not None and zero.splits(self.zero_stage, kind)}
+
+        def layouts(arg: ValueNode, specs: list[TensorSpec]) -> list[TensorSpec]:
+            return zero.narrow(specs, mesh) if arg.index in split else specs
+
         ctx = RuleContext(mesh, 1.0 / self.cluster.peak_flops, Options(), self._factors[layer])
-        sg = problem.build(graph, ctx)
+        sg = problem.build(graph, ctx, arg_layouts=layouts)
         solution = solve(problem.to_problem(sg, [], None), SolverOptions(time_limit=self.time_limit))
         choices = solution.choices
-        params = 0.0
-        param_total = 0.0
-        phases = [phase_of(self.micro.ops[i]) for i in self._layers[layer]]
-        inputs = activations = resident = 0.0
-        for arg, v in zip(graph.args, outside, strict=True):
-            if v.is_argument and v.index in self.param_inputs:
-                params += arg.info.nbytes / shard_count(sg.output_spec(arg, choices), mesh)
+        params = param_total = optimizer_share = 0.0
+        inputs = activations = grads = 0.0
+        for arg, kind in zip(graph.args, kinds, strict=True):
+            spec = sg.output_spec(arg, choices)
+            held = arg.info.nbytes / shard_count(spec, mesh)
+            if kind is zero.StateKind.PARAMETER:
+                params += held
                 param_total += arg.info.nbytes
-                continue
-            held = arg.info.nbytes / shard_count(sg.output_spec(arg, choices), mesh)
-            read = {phases[u.index] is Phase.FORWARD for u, _ in graph.users(arg)}
-            if True in read:  # an input of the forward (a batch slice, an activation)
-                inputs += held
-                if False in read:  # ... that the backward reads too: kept till then
-                    activations += held
-            elif v.is_argument:  # an argument only the backward reads: an accumulator
-                resident += held
+                optimizer_share += (zero.split_bytes(arg.info.nbytes, arg.info.shape, spec, mesh)
+                                    if zero.splits(self.zero_stage, zero.StateKind.OPTIMIZER) else held)
+            elif kind is zero.StateKind.GRADIENT:
+                grads += held
+            elif any(phases[u.index] is Phase.FORWARD for u, _ in graph.users(arg)):
+                inputs += held  # an input of the forward (a batch slice, an activation)
+                if any(phases[u.index] is not Phase.FORWARD for u, _ in graph.users(arg)):
+                    activations += held  # ... that the backward reads too: kept till then
         # The optimizer state is split like the parameters it follows: by the same
         # fraction of bytes (small replicated vectors do not dilute a large split).
-        fraction = params / param_total if param_total else 1.0
-        params += self.state_bytes.get(layer, 0.0) * fraction + resident
+        fraction = optimizer_share / param_total if param_total else 1.0
+        optimizer = self.state_bytes.get(layer, 0.0) * fraction
         for node, phase in zip(graph.ops, phases, strict=True):
             if phase is not Phase.FORWARD:
                 continue
@@ -211,10 +290,8 @@ class LayerCostModel:
                 op_compute[node.top] = op_compute.get(node.top, 0.0) + compute
         compute = sum(op_compute.values())
         latency, peak = solution.objective, problem.peak_bytes(sg, choices)
-        if self.remat:  # the forward runs again before the backward; only inputs are kept
-            forward = sum(c for k, c in op_compute.items() if phases[k] is Phase.FORWARD)
-            return LayerCost(latency + forward, compute + forward, params, inputs, peak)
-        return LayerCost(latency, compute, params, activations, peak)
+        forward = sum(c for k, c in op_compute.items() if phases[k] is Phase.FORWARD)
+        return LayerCost(latency, compute, params, activations, peak, grads, optimizer, inputs, forward)
 
 
 def _layer_ops(graph: FunctionGraph, num_layers: int) -> list[list[int]]:

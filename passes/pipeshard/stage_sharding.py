@@ -13,7 +13,14 @@ chooses the others (a transfer result or a function argument read first here); i
 results get the layouts it chose, except where a layout is required: a value passed to
 the microbatch call must have the callee argument's layout, and an updated parameter
 returned in place of a donated argument that argument's layout when it is updated on
-the argument's own stage (the fragment then reshards it before returning). Call results take the callee's result layouts.
+the argument's own stage (the fragment then reshards it before returning), and a
+microbatch-function result that the next call passes back in (an accumulator) that
+argument's layout. Call results take the callee's result layouts.
+
+ZeRO (`zero`, `zero_values`): the values ZeRO splits -- @main's optimizer state (the
+state arguments no microbatch call reads), the microbatch function's gradient
+accumulators and its parameters -- take, in the fragment that reads them first, only
+the layouts that split them over all the stage's devices.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ from ..sharding.ilp import SolverOptions, solve
 from ..sharding.mesh import LogicalMesh
 from ..sharding.spec import TensorSpec
 from ..sharding.strategy import Options, RuleContext
+from . import zero
+from .fragments import ACCUMULATORS
 
 
 @dataclass(frozen=True)
@@ -45,17 +54,18 @@ class ShardingSummary:
 
 
 def shard_stages(module: ir.Module, meshes: Mapping[str, LogicalMesh], peak_flops: float,
-                 time_limit: float = 30.0) -> ShardingSummary:
-    """Shard every fragment (module docstring). `meshes`: mesh name -> logical mesh."""
+                 time_limit: float = 30.0, split: frozenset[ir.Value] = frozenset()) -> ShardingSummary:
+    """Shard every fragment (module docstring). `meshes`: mesh name -> logical mesh;
+    `split`: values ZeRO splits over their stage's devices (`zero_values`)."""
     funcs = mpmd.program_functions(module)
     main = funcs["main"]
     callees = [f for name, f in funcs.items() if name != "main"]
-    state = _State(meshes, peak_flops, time_limit, factor_rules(module))
+    state = _State(meshes, peak_flops, time_limit, factor_rules(module), split)
     callee_args: dict[str, list[S.Sharding | None]] = {}
     callee_results: dict[str, list[S.Sharding | None]] = {}
     for fn in callees:
         name = str(ir.StringAttr(fn.attributes["sym_name"]).value)
-        state.run(fn, {}, {}, callee_results)
+        state.run(fn, {}, {}, callee_results, _threaded(main, fn, name))
         block = fn.regions[0].blocks[0]
         callee_args[name] = [state.decided.get(a) for a in block.arguments]
         callee_results[name] = [state.decided.get(v) for v in _returned(fn)]
@@ -66,8 +76,9 @@ def shard_stages(module: ir.Module, meshes: Mapping[str, LogicalMesh], peak_flop
 
 class _State:
     def __init__(self, meshes: Mapping[str, LogicalMesh], peak_flops: float, time_limit: float,
-                 factors: FactorTable) -> None:
+                 factors: FactorTable, split: frozenset[ir.Value]) -> None:
         self.meshes = meshes
+        self.split = split
         self.factors = factors
         self.peak_flops = peak_flops
         self.time_limit = time_limit
@@ -78,11 +89,12 @@ class _State:
 
     def run(self, fn: ir.Operation, required: Mapping[ir.Value, S.Sharding],
             preset: Mapping[ir.Value, S.Sharding],
-            callee_results: Mapping[str, list[S.Sharding | None]]) -> None:
+            callee_results: Mapping[str, list[S.Sharding | None]],
+            threaded: Mapping[ir.Value, ir.Value] | None = None) -> None:
         block = fn.regions[0].blocks[0]
         for value, sharding in preset.items():
             self._set(value, sharding)
-        aliases = _aliases(fn)
+        aliases = {**_aliases(fn), **(threaded or {})}
         for op in list(block.operations):
             operation = op.operation
             name = operation.name
@@ -119,7 +131,7 @@ class _State:
         def narrow(arg: ValueNode, specs: list[TensorSpec]) -> list[TensorSpec]:
             fixed = self.decided.get(operands[arg.index])
             if fixed is None:
-                return specs
+                return zero.narrow(specs, mesh) if operands[arg.index] in self.split else specs
             want = _spec(fixed, mesh)
             keep = [s for s in specs if s == want]
             return keep or specs
@@ -153,6 +165,33 @@ class _State:
             self._set(result, chosen)
 
 
+def zero_values(module: ir.Module, state_args: frozenset[int], level: int) -> frozenset[ir.Value]:
+    """The values of an MPMD program (`fragments.write_mpmd`) that ZeRO `level` splits:
+    @main's state arguments (indices `state_args`) that no microbatch call reads
+    (optimizer state), and the microbatch function's arguments that the first call
+    passes a fresh accumulator (gradient accumulators) or a state argument of @main
+    (parameters)."""
+    funcs = mpmd.program_functions(module)
+    main = funcs["main"]
+    block = main.regions[0].blocks[0]
+    state = [a for k, a in enumerate(block.arguments) if k in state_args]
+    calls = [op.operation for op in block.operations if op.operation.name == mpmd.CALL]
+    read_by_calls = {v for call in calls for v in call.operands}
+    found: set[ir.Value] = set()
+    if zero.splits(level, zero.StateKind.OPTIMIZER):
+        found.update(a for a in state if a not in read_by_calls)
+    if calls:
+        first = min(calls, key=lambda c: mpmd.call_counter(c) or 0)
+        callee = funcs[mpmd.callee_name(first)].regions[0].blocks[0]
+        for operand, arg in zip(first.operands, callee.arguments, strict=True):
+            owner = operand.owner
+            fresh = (not isinstance(owner, ir.Block) and owner.operation.name == mpmd.FRAGMENT
+                     and mpmd.fragment_kind(owner.operation) == ACCUMULATORS)
+            if (fresh and zero.splits(level, zero.StateKind.GRADIENT)) or (operand in state and zero.splits(level, zero.StateKind.PARAMETER)):
+                found.add(arg)
+    return frozenset(found)
+
+
 def _spec(sharding: S.Sharding, mesh: LogicalMesh) -> TensorSpec:
     return tuple(tuple(mesh.axis_names.index(a) for a in dim) for dim in sharding.dim_axes)
 
@@ -174,6 +213,23 @@ def _aliases(fn: ir.Operation) -> dict[ir.Value, ir.Value]:
     for arg, result in donated_args(fn).items():
         if result < len(returned):
             found.setdefault(returned[result], block.arguments[arg])
+    return found
+
+
+def _threaded(main: ir.Operation, callee: ir.Operation, name: str) -> dict[ir.Value, ir.Value]:
+    """Returned value of the microbatch function -> its argument that the next call
+    passes it back as (the accumulators threaded through the calls): the result must
+    keep the argument's layout."""
+    calls = [op.operation for op in main.regions[0].blocks[0].operations
+             if op.operation.name == mpmd.CALL and mpmd.callee_name(op.operation) == name]
+    results = {r: k for call in calls for k, r in enumerate(call.results)}
+    returned = _returned(callee)
+    args = callee.regions[0].blocks[0].arguments
+    found: dict[ir.Value, ir.Value] = {}
+    for call in calls:
+        for p, operand in enumerate(call.operands):
+            if operand in results:
+                found.setdefault(returned[results[operand]], args[p])
     return found
 
 

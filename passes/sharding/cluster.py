@@ -1,7 +1,9 @@
 """Cluster descriptions: devices, memory, links. Presets ship as JSON beside this module.
 
 A cluster is `hosts x devices_per_host` devices with a peak FLOP rate and memory each,
-an intra-host and an inter-host link (bandwidth in bytes/s, latency in s). The preset
+an intra-host and an inter-host link (bandwidth in bytes/s, latency in s), and the link
+between a device and its host's memory (`host_link`, what offloading activations
+crosses; default `DEFAULT_HOST_LINK`, PCIe 3.0 x16). The preset
 name may carry a host count: `p3.16xlarge-x8` is 8 such nodes. A logical mesh laid
 row-major over the cluster's devices gets per axis: beta = 1/bandwidth and alpha =
 latency of the slowest link the axis crosses (an axis crosses hosts when its stride times
@@ -35,6 +37,11 @@ class Link:
     latency: float  # s
 
 
+DEFAULT_HOST_LINK = Link(1.2e10, 1e-5)
+"""Device <-> host memory when a description names none: PCIe 3.0 x16 (16 GB/s peak,
+about 12 GB/s in practice), as on the V100s of p3.16xlarge."""
+
+
 @dataclass(frozen=True)
 class ClusterSpec:
     name: str
@@ -46,6 +53,7 @@ class ClusterSpec:
     inter_host: Link
     mesh_alpha: tuple[float, ...] | None = None  # explicit per-axis overrides
     mesh_beta: tuple[float, ...] | None = None
+    host_link: Link = DEFAULT_HOST_LINK  # device <-> host memory
 
     def __post_init__(self) -> None:
         if self.hosts < 1 or self.devices_per_host < 1:
@@ -55,10 +63,12 @@ class ClusterSpec:
             ("memory_bytes", self.memory_bytes),
             ("intra_host.bandwidth", self.intra_host.bandwidth),
             ("inter_host.bandwidth", self.inter_host.bandwidth),
+            ("host_link.bandwidth", self.host_link.bandwidth),
         ):
             if not (math.isfinite(value) and value > 0):
                 raise ClusterError(f"cluster {self.name}: {what} must be a finite number > 0, got {value}")
-        latencies = [("intra_host.latency", self.intra_host.latency), ("inter_host.latency", self.inter_host.latency)]
+        latencies = [("intra_host.latency", self.intra_host.latency), ("inter_host.latency", self.inter_host.latency),
+                     ("host_link.latency", self.host_link.latency)]
         latencies += [("mesh_alpha", v) for v in self.mesh_alpha or ()]
         latencies += [("mesh_beta", v) for v in self.mesh_beta or ()]
         for what, value in latencies:
@@ -97,14 +107,15 @@ class ClusterSpec:
 def cluster_from_dict(data: dict[str, Any], origin: str) -> ClusterSpec:
     parts = [("the file", data)]
     if isinstance(data, dict):
-        parts += [(k, data[k]) for k in ("device", "intra_host", "inter_host") if k in data]
+        parts += [(k, data[k]) for k in ("device", "intra_host", "inter_host", "host_link") if k in data]
     for where, value in parts:
         if not isinstance(value, dict):
             raise ClusterError(f"cluster {origin}: {where} must be a JSON object, got {type(value).__name__} "
-                               "(keys: name, hosts, devices_per_host, device, intra_host, inter_host)")
+                               "(keys: name, hosts, devices_per_host, device, intra_host, inter_host, host_link)")
     try:
         device = data["device"]
         intra, inter = data["intra_host"], data["inter_host"]
+        host = data.get("host_link")
         return ClusterSpec(
             name=str(data.get("name", origin)),
             hosts=int(data["hosts"]),
@@ -115,6 +126,8 @@ def cluster_from_dict(data: dict[str, Any], origin: str) -> ClusterSpec:
             inter_host=Link(float(inter["bandwidth"]), float(inter["latency"])),
             mesh_alpha=tuple(map(float, data["mesh_alpha"])) if "mesh_alpha" in data else None,
             mesh_beta=tuple(map(float, data["mesh_beta"])) if "mesh_beta" in data else None,
+            host_link=(DEFAULT_HOST_LINK if host is None
+                       else Link(float(host["bandwidth"]), float(host["latency"]))),
         )
     except KeyError as e:
         raise ClusterError(f"cluster {origin}: missing key {e.args[0]!r}") from None

@@ -14,7 +14,7 @@
 // RUN: alpa-run %t.a.mlir --executor sequential --reference | filecheck %s --check-prefix=RUNS
 // RUN: alpa-run %t.a.mlir --reference | filecheck %s --check-prefix=PIPELINE
 
-// CHECK:       module @jit_train_step attributes {alpa.stage_plan = "{{.*}}\22mode\22: \22manual\22
+// CHECK:       module @jit_train_step attributes {alpa.memory_plan = ["keep", "keep"], alpa.stage_plan = "{{.*}}\22mode\22: \22manual\22
 // CHECK-NEXT:  sdy.mesh @stage0 = <["x"=2, "y"=2]>
 // CHECK-NEXT:  sdy.mesh @stage1 = <["x"=1, "y"=4]>
 // CHECK:       func.func private @microbatch({{.*}}) -> ({{.*}}) attributes {topology = #mpmd.topology<<"stage0" : <["x"=2, "y"=2]>>, <"stage1" : <["x"=1, "y"=4]>>>}

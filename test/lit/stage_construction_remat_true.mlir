@@ -22,6 +22,8 @@
 
 // REPORT:      "remat": {
 // REPORT-NEXT:   "enabled": true,
+// REPORT-NEXT:   "mode": "fixed",
+// REPORT-NEXT:   "offloaded_values": 0,
 // REPORT-NEXT:   "recomputed_ops": {{[1-9][0-9]*}}
 // LESS: [True, True]
 // PIPE:        reference check: PASS

@@ -21,6 +21,7 @@ import pytest
 from alpa_mlir.dialect_utils.context import make_context, parse_module, print_module
 from alpa_mlir.models.export import example_inputs, export_train_step
 from alpa_mlir.passes.pass_manager import PassManager
+from alpa_mlir.passes.pipeshard.offload import offload_activations
 from alpa_mlir.runtime import distributed
 from alpa_mlir.runtime.distributed import Job, JobError, launch_local, parse_address
 from alpa_mlir.runtime.inputs import save_inputs
@@ -195,6 +196,21 @@ def test_stages_spanning_both_processes(tmp_path: Path) -> None:
                     "--inputs", gpt_inputs(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert "topology: stage0 x=2 y=2 on devices [0,1,2048,2049] (process 0, 1)" in proc.stdout
+    assert "reference check: PASS (110 outputs match)" in proc.stdout
+
+
+def test_offloaded_activations_on_stages_spanning_both_processes(tmp_path: Path) -> None:
+    """Every stage on both processes, both layers' stashes offloaded to pinned host
+    memory: each process copies its own shards to the host and back."""
+    module = parse_module(gpt_tiny(TWO_HOST_STAGES.replace("1x4,1x4", "2x2,2x2").replace("2x2,1x4", "2x2,4x1")),
+                          make_context())
+    assert offload_activations(module, {0, 1}) > 0
+    path = tmp_path / "gpt.offloaded.mlir"
+    path.write_text(print_module(module))
+    proc = alpa_run(str(path), "--num-processes", "2", "--steps", "2", "--reference",
+                    "--inputs", gpt_inputs(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "offloaded on this process: 512 copies between device and host memory" in proc.stdout
     assert "reference check: PASS (110 outputs match)" in proc.stdout
 
 

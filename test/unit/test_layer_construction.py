@@ -165,3 +165,20 @@ def test_too_many_layers_fails() -> None:
     module = parse_module(exported("mlp"), make_context())
     with pytest.raises(PassFailure, match=r"layers=1000 needs at least 1000 forward ops"):
         LayerConstructionPass(layers=LayerCount(1000)).apply(module)
+
+
+def test_casts_of_the_parameters_join_the_layer_that_reads_them() -> None:
+    """A mixed-precision step casts every parameter to bf16 at its top; the casts go with
+    the layer of their first forward reader (so that each layer reads its parameters, not
+    layer 0's casts), and every layer gets some."""
+    module = parse_module(export_train_step("gpt", "tiny", debug_info=False, precision="bf16"), make_context())
+    LayerConstructionPass(layers=LayerCount(4)).apply(module)
+    graph = FunctionGraph(main_function(module))
+    state = set(infer_step_args(graph).state)
+    casts = [node for node in graph.ops if node.name == "stablehlo.convert" and phase(node) is Phase.FORWARD
+             and all(v.producer is None and v.index in state for v in node.operands)]
+    assert casts
+    for node in casts:
+        readers = [u for r in node.results for u, _ in graph.users(r) if phase(u) is Phase.FORWARD]
+        assert readers and layer(node) == layer(readers[0]), node.op
+    assert {layer(node) for node in casts} == {0, 1, 2, 3}

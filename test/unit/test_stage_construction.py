@@ -182,8 +182,8 @@ def test_unsharded_stages_option() -> None:
 
 def test_stage_memory_counts_parameters_optimizer_state_and_gradient_sums(tmp_path: Path) -> None:
     """One stage on one device splits nothing: its resident bytes are the step's donated
-    arguments (parameters, Adam's moments, the step count) plus one gradient accumulator
-    per parameter."""
+    arguments (parameters, and as optimizer state Adam's moments and the step count) plus
+    one gradient accumulator per parameter."""
     from alpa_mlir.models.registry import get_model
     from alpa_mlir.runtime.signature import read_signature
 
@@ -195,7 +195,9 @@ def test_stage_memory_counts_parameters_optimizer_state_and_gradient_sums(tmp_pa
     pipeline(exported("mlp"), "alpa-pipeshard{devices=1x1 layers=2 num-microbatches=2 stages=manual "
                               f"layer-ranges=0-1 stage-submeshes=1x1 stage-logical-shapes=1x1 report={report}}}")
     (stage,) = json.loads(report.read_text())["stages"]
-    assert stage["param_bytes"] == donated + param_bytes
+    assert stage["param_bytes"] == param_bytes
+    assert stage["grad_bytes"] == param_bytes
+    assert stage["param_bytes"] + stage["optimizer_bytes"] == donated
 
 
 @pytest.mark.parametrize("model", ["mlp", "gpt", "moe", "wide_resnet"])

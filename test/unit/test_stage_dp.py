@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections import Counter
@@ -17,6 +18,7 @@ from alpa_mlir.dialect_utils.schedules import ScheduleKind
 from alpa_mlir.passes.pipeshard.ceiling_search import SearchOrder
 from alpa_mlir.passes.pipeshard.cost_source import CostCache, CostKey, StageCost
 from alpa_mlir.passes.pipeshard.manual_plan import plan_manual
+from alpa_mlir.passes.pipeshard.memory_plan import LayerMemory
 from alpa_mlir.passes.pipeshard.stage_dp import (
     StageDPError,
     StagePlan,
@@ -80,18 +82,16 @@ def brute_force(
         costs = [table.get((i, j, candidates[m], shapes[m][lg])) for i, j, m, lg in plan]
         if any(c is None for c in costs):
             continue
-        legal = True
+        latencies: list[float] = []
         for position, c in enumerate(costs):
             assert c is not None
             stash = (num_microbatches if schedule is ScheduleKind.GPIPE
                      else min(len(plan) - position, num_microbatches))
-            if memory is not None and (
-                c.param_bytes + stash * c.activation_bytes + c.temp_bytes > memory
-            ):
-                legal = False
-        if not legal:
+            latency = _fastest_fitting(c, stash, memory)
+            if latency is not None:
+                latencies.append(latency)
+        if len(latencies) < len(costs):
             continue
-        latencies = [c.latency for c in costs if c is not None]
         total = 0.0
         for t in reversed(latencies):
             total = t + total
@@ -102,13 +102,38 @@ def brute_force(
     return best
 
 
+def _fastest_fitting(c: StageCost, stash: int, memory: float | None) -> float | None:
+    """A stage's latency with `stash` microbatches in flight: without per-layer options
+    its own if it fits; with them, the least over every keep / recompute / offload
+    combination that fits (all kept without a limit)."""
+    resident = c.param_bytes + c.grad_bytes + c.optimizer_bytes
+    if not c.layers:
+        fits = memory is None or resident + stash * c.activation_bytes + c.temp_bytes <= memory
+        return c.latency if fits else None
+    ways = [[(m.keep_bytes, 0.0), (m.recompute_bytes, m.recompute_s)]
+            + ([] if m.offload_s is None else [(0.0, m.offload_s)]) for m in c.layers]
+    best = None
+    for combo in itertools.product(*ways):
+        stashed = sum(b for b, _ in combo)
+        if memory is None and stashed < sum(m.keep_bytes for m in c.layers):
+            continue
+        if memory is not None and resident + stash * stashed + c.temp_bytes > memory:
+            continue
+        latency = c.latency + sum(e for _, e in combo)
+        best = latency if best is None else min(best, latency)
+    return best
+
+
 def random_table(
     num_layers: int,
     candidates: tuple[SubmeshShape, ...],
     seed: int,
     integer: bool,
     none_rate: float,
+    memory_plans: bool = False,
 ) -> Table:
+    """Random stage costs; with `memory_plans`, each with random per-layer keep /
+    recompute / offload options (integers, so that sums are exact)."""
     rng = np.random.default_rng(seed)
     table: Table = {}
     for i in range(num_layers):
@@ -119,11 +144,17 @@ def random_table(
                         table[(i, j, submesh, shape)] = None
                         continue
                     latency = float(rng.integers(0, 8)) if integer else float(rng.random() * 10)
+                    layers = tuple(
+                        LayerMemory(float(rng.integers(0, 4)), float(rng.integers(0, 4)), float(rng.integers(0, 3)),
+                                    None if rng.random() < 0.3 else float(rng.integers(0, 3)))
+                        for _ in range(j - i + 1)) if memory_plans else ()
                     table[(i, j, submesh, shape)] = StageCost(
                         latency,
                         param_bytes=float(rng.integers(0, 10)),
-                        activation_bytes=float(rng.integers(0, 5)),
+                        activation_bytes=(sum(m.keep_bytes for m in layers) if memory_plans
+                                          else float(rng.integers(0, 5))),
                         temp_bytes=float(rng.integers(0, 5)),
+                        layers=layers,
                     )
     return table
 
@@ -151,6 +182,7 @@ CLUSTERS = [(1, 1), (1, 2), (1, 4), (2, 2), (2, 4), (1, 3), (2, 3)]
     memory=st.one_of(st.none(), st.integers(3, 30).map(float)),
     order=st.sampled_from(list(SearchOrder)),
     schedule=st.sampled_from([ScheduleKind.ONE_F_ONE_B, ScheduleKind.GPIPE]),
+    memory_plans=st.booleans(),
 )
 def test_dp_matches_brute_force(
     num_layers: int,
@@ -163,12 +195,15 @@ def test_dp_matches_brute_force(
     memory: float | None,
     order: SearchOrder,
     schedule: ScheduleKind,
+    memory_plans: bool,
 ) -> None:
+    """With per-layer memory options too: the DP picks each stage's fastest memory plan
+    for the microbatches it stashes, as the brute force over every combination does."""
     cluster = Cluster(*cluster_shape)
     per_host = cluster.devices_per_host
     assume(mode is SubmeshSpace.ALL or per_host & (per_host - 1) == 0)
     candidates = submesh_shapes(cluster, mode)
-    table = random_table(num_layers, candidates, seed, integer, none_rate)
+    table = random_table(num_layers, candidates, seed, integer or memory_plans, none_rate, memory_plans)
     expected = brute_force(num_layers, cluster, candidates, table, num_microbatches, memory, schedule)
     if expected is None:
         with pytest.raises(StageDPError, match="no stage plan"):

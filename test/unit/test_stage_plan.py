@@ -21,8 +21,9 @@ from alpa_mlir.dialect_utils.stage_plan import (
 
 def _stage(k: int, layers: tuple[int, int], submesh: tuple[int, int]) -> PlanStage:
     return PlanStage(stage=k, layers=layers, submesh=submesh, logical_shape=(submesh[1], 1),
-                     latency_s=0.5, compute_s=0.25, communication_s=0.25, param_bytes=100.0,
-                     activation_bytes=10.0, temp_bytes=5.0, peak_bytes=125.0, stashed_microbatches=2)
+                     latency_s=0.5, compute_s=0.25, communication_s=0.25, param_bytes=60.0,
+                     grad_bytes=15.0, optimizer_bytes=25.0, activation_bytes=10.0, temp_bytes=5.0,
+                     peak_bytes=125.0, stashed_microbatches=2)
 
 
 RECORD = StagePlanRecord(
