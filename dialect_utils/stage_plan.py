@@ -16,7 +16,8 @@ it, never by JSON key. The JSON keys are the field names below::
      "cost_model", "remat", "zero_stage", "stage_sharding"}
 
 Memory per device is by component: `peak_bytes` = param + grad (gradient accumulators)
-+ optimizer (optimizer state) + stashed_microbatches x activation + temp, where
++ optimizer (optimizer state) + (stashed_microbatches - 1) x activation + max(temp,
+activation) (the temporaries hold the microbatch being worked on), where
 activation is what the stage's memory plan stashes per microbatch (`memory_plan`: the
 residency of each of its layers' activations, keep / recompute / offload).
 """

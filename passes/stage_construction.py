@@ -319,7 +319,7 @@ class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
                 latency_s=latency, compute_s=compute, communication_s=max(latency - compute, 0.0),
                 param_bytes=c.param_bytes, grad_bytes=c.grad_bytes, optimizer_bytes=c.optimizer_bytes,
                 activation_bytes=choice.stashed_bytes, temp_bytes=c.temp_bytes,
-                peak_bytes=c.resident_bytes + stash * choice.stashed_bytes + c.temp_bytes,
+                peak_bytes=c.memory_bytes(stash, choice.stashed_bytes),
                 stashed_microbatches=stash, memory_plan=tuple(r.value for r in choice.residency),
             ))
         return StagePlanRecord(

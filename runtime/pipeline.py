@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,6 +180,8 @@ class PipelineExecutable:
         self._reshard: dict[int, tuple[bool, ...]] = {}  # RUN index -> inputs to reshard
         self._batches = _batches(self.instructions, not trace, self.routes)
         self.last = StepStats()
+        # Called after each batch of `step`, before its frees (`device_peaks`).
+        self._observe: Callable[[int, dict[Slot, jax.Array]], None] | None = None
 
     def _consumer_shardings(self) -> dict[Slot, NamedSharding]:
         """Slot -> the input sharding of the first RUN that reads it."""
@@ -289,6 +291,8 @@ class PipelineExecutable:
                                        if s in env])
                 stats.events.append(TraceEvent(ins.stage, self._event_name(ins), t0 - started,
                                                time.perf_counter() - started, moved))
+            if self._observe is not None:
+                self._observe(first, env)
             for k in range(first, last):
                 for s in self.frees[k]:  # each slot holds its own array (moves make new ones)
                     value = env.pop(s, None)
@@ -344,6 +348,37 @@ class PipelineExecutable:
         """`step`'s outputs as numpy on process 0 (and on the processes owning them);
         every process of a multi-process job must call it (`distributed.collect`)."""
         return collect(outputs, self._collector)
+
+    def device_peaks(self, inputs: Sequence[np.ndarray | jax.Array]) -> dict[int, int]:
+        """Per device of this process (id -> bytes): the most device memory it holds
+        during one step as `step` runs it: after every instruction, before the values
+        last used there are freed, the bytes of the live arrays' shards on it (in device
+        memory), plus, for the devices of a fragment that just ran, the temporaries XLA
+        reserves for that fragment (its compiled memory analysis)."""
+        peaks: dict[int, int] = {}
+
+        def observe(first: int, env: dict[Slot, jax.Array]) -> None:
+            used: dict[int, int] = {}
+            for array in env.values():
+                if array.is_deleted() or host_bytes(array):
+                    continue
+                for shard in array.addressable_shards:
+                    used[shard.device.id] = used.get(shard.device.id, 0) + int(shard.data.nbytes)
+            ins = self.instructions[first]
+            program = self.programs[ins.fragment] if isinstance(ins, Run) else None
+            if program is not None:
+                temp = program.memory().temp_bytes
+                for device in program.mesh.devices:
+                    used[device.id] = used.get(device.id, 0) + temp
+            for device_id, nbytes in used.items():
+                peaks[device_id] = max(peaks.get(device_id, 0), nbytes)
+
+        self._observe = observe
+        try:
+            self.step(inputs)
+        finally:
+            self._observe = None
+        return peaks
 
     def fragment_seconds(self, inputs: Sequence[np.ndarray | jax.Array], repeats: int = 3) -> list[float]:
         """Per RUN instruction of a step, in order: the fastest of `repeats` executions of

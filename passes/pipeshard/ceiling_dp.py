@@ -141,7 +141,7 @@ def cost_tables(
         param = np.array([c.resident_bytes for c in costs], dtype=np.float64)[:, None]
         act = np.array([c.activation_bytes for c in costs], dtype=np.float64)[:, None]
         temp = np.array([c.temp_bytes for c in costs], dtype=np.float64)[:, None]
-        fits = param + stash[None, :] * act + temp <= device_memory_bytes
+        fits = param + (stash[None, :] - 1) * act + np.maximum(temp, act) <= device_memory_bytes
         latency = np.array([c.latency for c in costs], dtype=np.float64)[:, None]
         by_stash = np.where(fits, latency, np.inf)
     else:

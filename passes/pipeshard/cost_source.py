@@ -1,8 +1,11 @@
 """What a stage costs, as the stage DP reads it: the record, its memory rule, its sources.
 
 Holds `StageCost` (latency and per-device memory of one stage per microbatch, component
-by component; its `memory_bytes` is the rule ``resident + stashed * activation + temp``
-with resident = parameters + gradient accumulators + optimizer state; with per-layer
+by component; its `memory_bytes` is the rule ``resident + (stashed - 1) * activation +
+max(temp, activation)`` with resident = parameters + gradient accumulators + optimizer
+state: the temporaries of a layer's forward and backward hold one microbatch's
+activations themselves, so the microbatch being worked on is not counted twice (measured
+against the runtime: benchmarks/memory_fidelity.py); with per-layer
 memory options, `plan` picks each layer's residency, `memory_plan`), the ways a caller
 gives costs (`CostFn`, a function; `CostTable`, a mapping keyed by `CostKey`), and
 `CostCache`, which memoizes either. `stash_rule` and `microbatch_phrase` word the
@@ -52,9 +55,23 @@ class StageCost:
         optimizer state."""
         return self.param_bytes + self.grad_bytes + self.optimizer_bytes
 
-    def memory_bytes(self, stashed_microbatches: int) -> float:
-        """Peak bytes per device with `stashed_microbatches` microbatches in flight."""
-        return self.resident_bytes + stashed_microbatches * self.activation_bytes + self.temp_bytes
+    def memory_bytes(self, stashed_microbatches: int, activation_bytes: float | None = None) -> float:
+        """Peak bytes per device with `stashed_microbatches` microbatches in flight, each
+        stashing `activation_bytes` (default: this cost's) (module docstring)."""
+        a = self.activation_bytes if activation_bytes is None else activation_bytes
+        return self.resident_bytes + (stashed_microbatches - 1) * a + max(self.temp_bytes, a)
+
+    def most_stashed(self, stashed_microbatches: int, device_memory_bytes: float) -> float | None:
+        """The most bytes per microbatch the stage may stash with `stashed_microbatches` in
+        flight within `device_memory_bytes` (the largest a with memory_bytes(n, a) within
+        it); None when not even a = 0 fits."""
+        n = max(stashed_microbatches, 1)
+        free = device_memory_bytes - self.resident_bytes
+        if self.temp_bytes > free:
+            return None
+        if n * self.temp_bytes <= free:  # a >= temp: n * a <= free
+            return free / n
+        return (free - self.temp_bytes) / (n - 1)  # a < temp (n > 1 here)
 
     @property
     def least_activation_bytes(self) -> float:
@@ -69,8 +86,9 @@ class StageCost:
             if device_memory_bytes is not None and self.memory_bytes(stashed_microbatches) > device_memory_bytes:
                 return None
             return StagePlanChoice(0.0, self.activation_bytes, ())
-        free = math.inf if device_memory_bytes is None else device_memory_bytes - self.resident_bytes - self.temp_bytes
-        return choose(self.layers, stashed_microbatches, free)
+        most = math.inf if device_memory_bytes is None else self.most_stashed(stashed_microbatches,
+                                                                              device_memory_bytes)
+        return None if most is None else choose(self.layers, most)
 
     def latency_at(self, stashed_microbatches: int, device_memory_bytes: float | None) -> float:
         """The latency of the fastest plan that fits (`plan`); inf when none does."""

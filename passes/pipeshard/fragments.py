@@ -16,8 +16,10 @@ semantics. In the microbatch function the forward ops come first (grouped that w
 the other ops grouped the same way from the end, so that backward work JAX emits early
 (residuals computed from forward values, cotangent seeds) joins the backward fragment
 that reads it. Kinds: there "forward" (alpa.phase = forward) and "backward"; in @main "microbatches" (batch slices), "accumulators" (zeros),
-"prologue" (once-per-step work that does not need the accumulated sums) and "apply".
-A function argument lives on the mesh of the first item that reads it.
+"prologue" (once-per-step work the microbatch calls need: casts of the parameters) and
+"apply" (the rest: what needs the accumulated sums, and once-per-step work nothing before
+it needs, such as an optimizer's decay of its moments, placed after the calls so that
+its results do not stay alive through every microbatch). A function argument lives on the mesh of the first item that reads it.
 """
 
 from __future__ import annotations
@@ -140,13 +142,16 @@ class _Writer:
         last: dict[tuple[int, str], _Item] = {}
         after_calls: set[ir.Value] = set()
         first_use = _first_call_use(graph)
-        for node in graph.ops:
+        early = self._early(graph)
+        for node in [n for n in graph.ops if n.index in early] + [n for n in graph.ops if n.index not in early]:
             reads = op_inputs(graph, node)
             if node.name == "func.call":
                 item = _Item(len(items), -1, "call", call=node)
                 items.append(item)
             else:
                 kind, stage = self._kind_and_stage(node, reads, after_calls, first_use)
+                if kind == PROLOGUE and node.index not in early:
+                    kind = APPLY
                 need = max((where.get(v.value, -1) for v in reads), default=-1)
                 found = last.get((stage, kind))
                 if found is None or found.position < need:
@@ -161,6 +166,31 @@ class _Writer:
                 if item.kind in ("call", APPLY):
                     after_calls.add(r.value)
         return items
+
+    def _early(self, graph: FunctionGraph) -> set[int]:
+        """The ops of @main that go first (the rest follow, each part in program order):
+        the calls, what they read, and what another stage reads (computed once before the
+        calls, handed over in time). Once-per-step work none of these needs (an
+        optimizer's decay of its moments, written before the calls) then joins the apply
+        fragments instead of a prologue whose results would stay alive through every
+        microbatch. A topological order: an early op reads only early ops."""
+        layers = {n.index: layer_of(n) for n in graph.ops if n.name != "func.call"}
+        stage = {i: None if k is None or not 0 <= k < len(self.stage_of_layer) else self.stage_of_layer[k]
+                 for i, k in layers.items()}
+        stage.update({n.index: None for n in graph.ops if n.name == "func.call"})
+        stack = [n.index for n in graph.ops if n.name == "func.call"]
+        for node in graph.ops:
+            stack.extend(v.producer for v in op_inputs(graph, node)
+                         if v.producer is not None and stage[node.index] is not None
+                         and stage[v.producer] is not None and stage[v.producer] != stage[node.index])
+        needed: set[int] = set()
+        while stack:
+            i = stack.pop()
+            if i in needed:
+                continue
+            needed.add(i)
+            stack.extend(v.producer for v in op_inputs(graph, graph.ops[i]) if v.producer is not None)
+        return needed
 
     def _kind_and_stage(self, node: OpNode, reads: Sequence[ValueNode],
                         after_calls: set[ir.Value], first_use: Mapping[ir.Value, int]) -> tuple[str, int]:

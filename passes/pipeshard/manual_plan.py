@@ -91,12 +91,12 @@ def plan_manual(
             least = found.least_activation_bytes
             leanest = " (its leanest memory plan)" if found.layers else ""
             raise StageDPError(
-                f"{what} needs {found.resident_bytes + stash * least + found.temp_bytes:g} bytes per "
+                f"{what} needs {found.memory_bytes(stash, least):g} bytes per "
                 f"device with {microbatch_phrase(stash)} stashed under {schedule.value} "
                 f"({stash_rule(schedule)}){leanest}: "
                 f"params {found.param_bytes:g} + gradient sums {found.grad_bytes:g} + optimizer "
-                f"state {found.optimizer_bytes:g} + {stash} x activations "
-                f"{least:g} + temp {found.temp_bytes:g}, more than "
+                f"state {found.optimizer_bytes:g} + {stash - 1} x activations {least:g} + the larger of "
+                f"temp {found.temp_bytes:g} and one microbatch's activations, more than "
                 f"device_memory_bytes={device_memory_bytes:g}"
             )
         stages.append(Stage(first, last, submesh, (shape[0], shape[1]), found.latency + chosen.extra_s))

@@ -12,8 +12,8 @@ forward. For each layer there are three ways (`attributes.Residency`):
   backward (nothing stays on the device per microbatch); the copies cost the bytes twice
   over the host link, less what overlaps with the layer's own compute (`offload_s`).
 
-Reads a stage's `LayerMemory` list, the number of microbatches it stashes and the bytes
-left for them; writes nothing. Algorithm: the Pareto frontier of (stashed bytes per
+Reads a stage's `LayerMemory` list and the most bytes per microbatch it may stash;
+writes nothing. Algorithm: the Pareto frontier of (stashed bytes per
 microbatch, extra seconds) over all combinations, built layer by layer (a combination
 of the first n layers joined with each way of layer n + 1, dominated points dropped) and
 memoized by the layers' tuple, so ranges of equal layers (transformer blocks) share
@@ -126,18 +126,16 @@ class StagePlanChoice:
     residency: tuple[Residency, ...]
 
 
-def choose(layers: Sequence[LayerMemory], stash: int, free_bytes: float) -> StagePlanChoice | None:
-    """The fastest plan for `layers` stashing `stash` microbatches in `free_bytes` (device
-    memory less what the stage holds anyway); None when even the leanest does not fit.
-    Every layer is kept whenever that fits (also against a plan as fast: moving nothing
-    is the safer of equals)."""
+def choose(layers: Sequence[LayerMemory], most_stashed: float) -> StagePlanChoice | None:
+    """The fastest plan for `layers` that stashes at most `most_stashed` bytes per
+    microbatch (what device memory leaves, `cost_source.StageCost.most_stashed`); None
+    when even the leanest stashes more. Every layer is kept whenever that fits (also
+    against a plan as fast: moving nothing is the safer of equals)."""
     kept = sum(m.keep_bytes for m in layers)
-    if max(stash, 1) * kept <= free_bytes:  # keeping every layer fits: nothing moves
+    if kept <= most_stashed:  # keeping every layer fits: nothing moves
         return StagePlanChoice(0.0, kept, (Residency.KEEP,) * len(layers))
-    if free_bytes < 0:
-        return None
     front = frontier(tuple(layers))
-    k = front.fastest_within(free_bytes / max(stash, 1))
+    k = front.fastest_within(most_stashed)
     if k is None:
         return None
     return StagePlanChoice(front.extra[k], front.stashed[k], front.plans[k])

@@ -32,8 +32,8 @@
 // CHECK:       mpmd.fragment<mesh="stage0", origin=["microbatches"]> ({{.*}}) {alpa.kind = "microbatches"} ({{.*}}: tensor<8x16xf32>)
 // CHECK:       mpmd.call @microbatch({{.*}}) {call_counter = 0 : ui32}
 // CHECK-NEXT:  mpmd.call @microbatch({{.*}}) {call_counter = 1 : ui32}
-// CHECK:       mpmd.fragment<mesh="stage1", origin=["layer1"], stage=1> ({{.*}}) {alpa.kind = "apply"}
-// CHECK:       mpmd.fragment<mesh="stage0", origin=["layer0"], stage=0> ({{.*}}) {alpa.kind = "apply"}
+// CHECK-DAG:   mpmd.fragment<mesh="stage1", origin=["layer1"], stage=1> ({{.*}}) {alpa.kind = "apply"}
+// CHECK-DAG:   mpmd.fragment<mesh="stage0", origin=["layer0"], stage=0> ({{.*}}) {alpa.kind = "apply"}
 
 // AUTO:        sdy.mesh @stage0
 // AUTO-COUNT-4: mpmd.call @microbatch

@@ -1,14 +1,14 @@
 // alpa-stage-construction{memory-plan=auto} on the zoo's tiny MLP, 2 devices, 8
-// microbatches, 42500 bytes per device: keeping every layer's activations does not fit
-// in two stages (stage 1 needs 42800 bytes), recomputing every layer does but costs
-// both stages the forward again. The DP keeps stage 0's layer and recomputes stage 1's:
+// microbatches under GPipe, 45000 bytes per device: keeping every layer's activations
+// does not fit in two stages (stage 1 needs 46088 bytes), recomputing every layer does
+// but costs both stages the forward again. The DP keeps stage 0's layer and recomputes stage 1's:
 // faster than either fixed plan. The module records the plan per layer, only the
 // recomputed layer's forward is cloned, and the program computes the original step.
-// RUN: alpa-opt %inputs/mlp_tiny.mlir --pass-pipeline='builtin.module(alpa-pipeshard{devices=1x2 layers=2 num-microbatches=8 memory-limit=42500 memory-plan=auto report=%t.auto.json})' -o %t.mlir
+// RUN: alpa-opt %inputs/mlp_tiny.mlir --pass-pipeline='builtin.module(alpa-pipeshard{devices=1x2 layers=2 num-microbatches=8 schedule=gpipe memory-limit=45000 memory-plan=auto report=%t.auto.json})' -o %t.mlir
 // RUN: filecheck %s < %t.mlir
 // RUN: filecheck %s --check-prefix=REPORT < %t.auto.json
-// RUN: alpa-opt %inputs/mlp_tiny.mlir --pass-pipeline='builtin.module(alpa-pipeshard{devices=1x2 layers=2 num-microbatches=8 memory-limit=42500 remat=true report=%t.remat.json})' -o /dev/null
-// RUN: alpa-opt %inputs/mlp_tiny.mlir --pass-pipeline='builtin.module(alpa-pipeshard{devices=1x2 layers=2 num-microbatches=8 memory-limit=42500 report=%t.keep.json})' -o /dev/null
+// RUN: alpa-opt %inputs/mlp_tiny.mlir --pass-pipeline='builtin.module(alpa-pipeshard{devices=1x2 layers=2 num-microbatches=8 schedule=gpipe memory-limit=45000 remat=true report=%t.remat.json})' -o /dev/null
+// RUN: alpa-opt %inputs/mlp_tiny.mlir --pass-pipeline='builtin.module(alpa-pipeshard{devices=1x2 layers=2 num-microbatches=8 schedule=gpipe memory-limit=45000 report=%t.keep.json})' -o /dev/null
 // RUN: %python -c "import json; a, r, k = (json.load(open(p))['predicted_step_s'] for p in ('%t.auto.json', '%t.remat.json', '%t.keep.json')); print(a < r, a < k)" | filecheck %s --check-prefix=FASTER
 // RUN: alpa-run %t.mlir --reference | filecheck %s --check-prefix=PIPE
 // remat=true is the fixed plan memory-plan=auto replaces: not both.

@@ -35,13 +35,22 @@ layer = st.builds(LayerMemory, st.integers(0, 6).map(float), st.integers(0, 6).m
 
 
 @settings(max_examples=200, deadline=None)
-@given(layers=st.lists(layer, min_size=0, max_size=5), stash=st.integers(1, 4), free=st.integers(-2, 60))
-def test_choose_is_the_fastest_combination_that_fits(layers: list[LayerMemory], stash: int, free: int) -> None:
+@given(layers=st.lists(layer, min_size=0, max_size=5), stash=st.integers(1, 4), free=st.integers(-2, 60),
+       temp=st.integers(0, 10))
+def test_choose_is_the_fastest_combination_that_fits(layers: list[LayerMemory], stash: int, free: int,
+                                                     temp: int) -> None:
+    """Against every combination, under the stage's memory rule: `free` bytes beyond the
+    resident ones for (stash - 1) stashed microbatches and the larger of the
+    temporaries and the one being worked on."""
     ways = [[(m.keep_bytes, 0.0, Residency.KEEP), (m.recompute_bytes, m.recompute_s, Residency.RECOMPUTE)]
             + ([] if m.offload_s is None else [(0.0, m.offload_s, Residency.OFFLOAD)]) for m in layers]
-    fitting = [sum(w[1] for w in combo) for combo in itertools.product(*ways)
-               if stash * sum(w[0] for w in combo) <= free]
-    got = choose(layers, stash, float(free))
+
+    def fits(stashed: float) -> bool:
+        return (stash - 1) * stashed + max(temp, stashed) <= free
+
+    fitting = [sum(w[1] for w in combo) for combo in itertools.product(*ways) if fits(sum(w[0] for w in combo))]
+    cost = StageCost(1.0, temp_bytes=float(temp), layers=tuple(layers))
+    got = cost.plan(stash, float(free))
     if not fitting:
         assert got is None
         return
@@ -51,7 +60,7 @@ def test_choose_is_the_fastest_combination_that_fits(layers: list[LayerMemory], 
     by_way = [{w[2]: w for w in options} for options in ways]
     picked = [by_way[k][r] for k, r in enumerate(got.residency)]
     assert sum(w[1] for w in picked) == got.extra_s and sum(w[0] for w in picked) == got.stashed_bytes
-    assert stash * got.stashed_bytes <= free
+    assert fits(got.stashed_bytes)
     front = frontier(tuple(layers))
     assert list(front.stashed) == sorted(front.stashed)
     assert all(a > b for a, b in itertools.pairwise(front.extra))
@@ -59,14 +68,18 @@ def test_choose_is_the_fastest_combination_that_fits(layers: list[LayerMemory], 
 
 def test_without_a_limit_every_layer_is_kept() -> None:
     layers = [LayerMemory(5.0, 1.0, 1.0, 0.0)] * 3
-    got = choose(layers, 4, float("inf"))
+    got = choose(layers, float("inf"))
     assert got is not None and got.residency == (Residency.KEEP,) * 3 and got.extra_s == 0.0
     cost = StageCost(2.0, param_bytes=3.0, activation_bytes=15.0, layers=tuple(layers))
     assert cost.latency_at(4, None) == 2.0
-    assert cost.latency_at(4, 3.0 + 4 * 15.0) == 2.0  # all kept still fits
-    assert cost.latency_at(4, 3.0) == 2.0  # everything offloaded at no cost
+    assert cost.plan(4, 3.0 + 4 * 15.0).residency == (Residency.KEEP,) * 3  # all kept still fits
+    assert cost.plan(4, 3.0).residency == (Residency.OFFLOAD,) * 3  # everything offloaded at no cost
+    assert cost.latency_at(4, 3.0) == 2.0
     assert cost.least_activation_bytes == 0.0
     assert StageCost(2.0, param_bytes=3.0, activation_bytes=1.0).latency_at(1, 3.5) == float("inf")
+    # the microbatch being worked on lives in the temporaries: counted once
+    assert StageCost(2.0, activation_bytes=4.0, temp_bytes=6.0).memory_bytes(3) == 2 * 4.0 + 6.0
+    assert StageCost(2.0, activation_bytes=4.0, temp_bytes=1.0).memory_bytes(3) == 3 * 4.0
 
 
 def test_offload_costs_the_copies_beyond_the_compute() -> None:
@@ -119,7 +132,7 @@ def test_auto_is_never_slower_than_a_fixed_plan_and_recomputes_early_stages() ->
         assert s["peak_bytes"] <= LIMIT
         assert s["peak_bytes"] == pytest.approx(
             s["param_bytes"] + s["grad_bytes"] + s["optimizer_bytes"]
-            + s["stashed_microbatches"] * s["activation_bytes"] + s["temp_bytes"])
+            + (s["stashed_microbatches"] - 1) * s["activation_bytes"] + max(s["temp_bytes"], s["activation_bytes"]))
     assert auto["remat"]["mode"] == "auto"
 
 
@@ -210,3 +223,26 @@ def test_bad_memory_plan_options_are_refused(options: str, message: str) -> None
 def test_layer_memory_needs_one_residency_per_layer() -> None:
     with pytest.raises(PassFailure, match="layer-memory gives 2 residencies for 4 layers"):
         planned("memory-plan=manual layer-memory=keep,keep")
+
+
+def test_measured_device_peaks_drop_where_the_plan_moves_activations() -> None:
+    """The runtime's own account (`PipelineExecutable.device_peaks`: live arrays after each
+    instruction plus XLA's temporaries of the fragment that ran): offloading or
+    recomputing stage 0's layer (4 microbatches, 2 of them stashed there) lowers that
+    stage's peak below keeping it."""
+    text = exported()
+    inputs = example_inputs("gpt", "tiny", seed=0)
+    peaks = {}
+    for ways in ("keep,keep", "offload,keep", "recompute,keep"):
+        ctx = make_context()
+        module = parse_module(text, ctx)
+        PassManager.parse(
+            "builtin.module(alpa-pipeshard{devices=2x4 layers=2 num-microbatches=4 stages=manual "
+            "layer-ranges=0-0,1-1 stage-submeshes=1x4,1x4 stage-logical-shapes=2x2,4x1 "
+            f"memory-plan=manual layer-memory={ways}}})", ctx).run(module)
+        executable = PipelineExecutable(parse_module(print_module(module), make_context()), jax.devices()[:8])
+        found = executable.device_peaks(inputs)
+        peaks[ways] = [max(found[d.id] for d in p.devices) for p in executable.placements]
+    assert peaks["offload,keep"][0] < peaks["keep,keep"][0]
+    assert peaks["recompute,keep"][0] < peaks["keep,keep"][0]
+    assert all(p > 0 for ways in peaks.values() for p in ways)

@@ -103,12 +103,14 @@ def brute_force(
 
 
 def _fastest_fitting(c: StageCost, stash: int, memory: float | None) -> float | None:
-    """A stage's latency with `stash` microbatches in flight: without per-layer options
-    its own if it fits; with them, the least over every keep / recompute / offload
+    """A stage's latency with `stash` microbatches in flight (the microbatch being worked
+    on lives in the temporaries: resident + (stash - 1) x stashed + max(temp, stashed)):
+    without per-layer options its own if it fits; with them, the least over every keep / recompute / offload
     combination that fits (all kept without a limit)."""
     resident = c.param_bytes + c.grad_bytes + c.optimizer_bytes
     if not c.layers:
-        fits = memory is None or resident + stash * c.activation_bytes + c.temp_bytes <= memory
+        a = c.activation_bytes
+        fits = memory is None or resident + (stash - 1) * a + max(c.temp_bytes, a) <= memory
         return c.latency if fits else None
     ways = [[(m.keep_bytes, 0.0), (m.recompute_bytes, m.recompute_s)]
             + ([] if m.offload_s is None else [(0.0, m.offload_s)]) for m in c.layers]
@@ -117,7 +119,7 @@ def _fastest_fitting(c: StageCost, stash: int, memory: float | None) -> float | 
         stashed = sum(b for b, _ in combo)
         if memory is None and stashed < sum(m.keep_bytes for m in c.layers):
             continue
-        if memory is not None and resident + stash * stashed + c.temp_bytes > memory:
+        if memory is not None and resident + (stash - 1) * stashed + max(c.temp_bytes, stashed) > memory:
             continue
         latency = c.latency + sum(e for _, e in combo)
         best = latency if best is None else min(best, latency)
@@ -270,7 +272,7 @@ def test_value_types_validate() -> None:
         StageCost(-1.0)
     with pytest.raises(ValueError, match="temp_bytes"):
         StageCost(1.0, temp_bytes=math.inf)
-    assert StageCost(1.0, 10.0, 2.0, 3.0).memory_bytes(4) == 21.0
+    assert StageCost(1.0, 10.0, 2.0, 3.0).memory_bytes(4) == 10.0 + 3 * 2.0 + 3.0  # the 4th lives in temp
 
 
 # ---------------------------------------------------------------------------------------
