@@ -132,21 +132,10 @@ def cost_tables(
     max_stash = max(1, min(num_microbatches, num_layers, num_devices))
     stash = np.array([in_flight(schedule, s, num_microbatches) for s in range(1, max_stash + 1)],
                      dtype=np.float64)
-    # latency[k, n]: cost k's latency with stash[n] in flight under its fastest memory
-    # plan that fits (inf: none fits); without memory plans, its latency or inf.
-    plain = not any(c.layers for c in costs)
-    if plain and device_memory_bytes is None:
-        by_stash = np.repeat(np.array([c.latency for c in costs], dtype=np.float64)[:, None], max_stash, axis=1)
-    elif plain and device_memory_bytes is not None:
-        param = np.array([c.resident_bytes for c in costs], dtype=np.float64)[:, None]
-        act = np.array([c.activation_bytes for c in costs], dtype=np.float64)[:, None]
-        temp = np.array([c.temp_bytes for c in costs], dtype=np.float64)[:, None]
-        fits = param + (stash[None, :] - 1) * act + np.maximum(temp, act) <= device_memory_bytes
-        latency = np.array([c.latency for c in costs], dtype=np.float64)[:, None]
-        by_stash = np.where(fits, latency, np.inf)
-    else:
-        by_stash = np.array([[c.latency_at(int(n), device_memory_bytes) for n in stash] for c in costs],
-                            dtype=np.float64).reshape(len(costs), max_stash)
+    # by_stash[k, n]: cost k's latency with stash[n] in flight under its fastest memory
+    # plan that fits (inf: none fits); the memory rule is StageCost's alone.
+    by_stash = np.array([[c.latency_at(int(n), device_memory_bytes) for n in stash] for c in costs],
+                        dtype=np.float64).reshape(len(costs), max_stash)
     # Latencies stop changing at `cap`: a latency at stash n unlike the largest's means n < cap.
     changing = np.nonzero((by_stash != by_stash[:, -1:]).any(axis=0))[0]
     cap = int(changing[-1]) + 2 if len(changing) else 1

@@ -67,12 +67,12 @@ class LayerMemory:
 
     def options(self) -> tuple[tuple[float, float, Residency], ...]:
         """(stashed bytes, extra seconds, residency) of each way worth considering."""
-        found = [(self.keep_bytes, 0.0, Residency.KEEP)]
+        ways = [Residency.KEEP]
         if self.recompute_bytes < self.keep_bytes:
-            found.append((self.recompute_bytes, self.recompute_s, Residency.RECOMPUTE))
+            ways.append(Residency.RECOMPUTE)
         if self.offload_s is not None and self.keep_bytes > 0:
-            found.append((0.0, self.offload_s, Residency.OFFLOAD))
-        return tuple(found)
+            ways.append(Residency.OFFLOAD)
+        return tuple((*self.cost(way), way) for way in ways)
 
 
 def offload_seconds(keep_bytes: float, compute_s: float, host_link: Link | None) -> float | None:
