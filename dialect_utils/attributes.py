@@ -57,7 +57,8 @@ class Residency(enum.StrEnum):
     (`alpa.memory_plan`)."""
 
     KEEP = "keep"
-    RECOMPUTE = "recompute"
+    RECOMPUTE = "recompute"  # the whole forward runs again; only the layer's inputs stay
+    SELECTIVE = "selective"  # its cheap ops run again; what dots, reductions, ... made stays
     OFFLOAD = "offload"
 
 

@@ -11,7 +11,7 @@ it, never by JSON key. The JSON keys are the field names below::
      "stages": [{"stage", "layers", "submesh", "logical_shape", "latency_s", "compute_s",
                  "communication_s", "param_bytes", "grad_bytes", "optimizer_bytes",
                  "activation_bytes", "temp_bytes", "peak_bytes", "stashed_microbatches",
-                 "memory_plan"}, ...],
+                 "memory_plan", "zero_stage"}, ...],
      "predicted_step_s", "t_max_s", "total_latency_s", "fragments", "transfers",
      "cost_model", "remat", "zero_stage", "stage_sharding"}
 
@@ -19,7 +19,9 @@ Memory per device is by component: `peak_bytes` = param + grad (gradient accumul
 + optimizer (optimizer state) + (stashed_microbatches - 1) x activation + max(temp,
 activation) (the temporaries hold the microbatch being worked on), where
 activation is what the stage's memory plan stashes per microbatch (`memory_plan`: the
-residency of each of its layers' activations, keep / recompute / offload).
+residency of each of its layers' activations, keep / recompute / selective / offload)
+and the stage's ZeRO level `zero_stage` (the top-level `zero_stage` is the option: one
+level, or "auto" for a level per stage).
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ class PlanStage:
     temp_bytes: float
     peak_bytes: float
     stashed_microbatches: int
-    memory_plan: tuple[str, ...] = ()  # per layer: keep, recompute or offload
+    memory_plan: tuple[str, ...] = ()  # per layer: keep, recompute, selective or offload
+    zero_stage: int = 0  # the ZeRO level of this stage's state
 
     @property
     def num_devices(self) -> int:
@@ -95,7 +98,7 @@ class StagePlanRecord:
     transfers: int = 0
     cost_model: Mapping[str, Any] = field(default_factory=dict)
     remat: Mapping[str, Any] = field(default_factory=dict)
-    zero_stage: int = 0
+    zero_stage: int | str = 0  # the option: a level for every stage, or "auto" (each stage's own)
     stage_sharding: Mapping[str, Any] | None = None
 
     @property
@@ -123,6 +126,8 @@ class StagePlanRecord:
             schedule = ScheduleKind.parse(str(top.get("schedule", ScheduleKind.ONE_F_ONE_B.value)))
         except ValueError as e:
             raise StagePlanError(f"schedule: {e}") from None
+        zero_stage: int | str = ("auto" if top.get("zero_stage") == "auto"
+                                 else _int({"zero_stage": 0, **top}, "zero_stage", "plan"))
         return cls(
             cluster=PlanCluster(
                 name=_str(cluster, "name", "cluster"),
@@ -134,7 +139,8 @@ class StagePlanRecord:
             schedule=schedule,
             num_microbatches=_int(top, "num_microbatches", "plan"),
             num_layers=_int(top, "num_layers", "plan"),
-            stages=tuple(_stage(s, k) for k, s in enumerate(stages)),
+            stages=tuple(_stage(s, k, zero_stage if isinstance(zero_stage, int) else 0)
+                         for k, s in enumerate(stages)),
             predicted_step_s=_float(top, "predicted_step_s", "plan"),
             t_max_s=_float(top, "t_max_s", "plan"),
             total_latency_s=_float(top, "total_latency_s", "plan"),
@@ -142,7 +148,7 @@ class StagePlanRecord:
             transfers=int(top.get("transfers", 0)),
             cost_model=dict(_mapping(top.get("cost_model", {}), "cost_model")),
             remat=dict(_mapping(top.get("remat", {}), "remat")),
-            zero_stage=_int({"zero_stage": 0, **top}, "zero_stage", "plan"),
+            zero_stage=zero_stage,
             stage_sharding=(None if top.get("stage_sharding") is None
                             else dict(_mapping(top["stage_sharding"], "stage_sharding"))),
         )
@@ -221,7 +227,8 @@ def _strings(value: object, where: str) -> tuple[str, ...]:
 _STAGE_FLOATS = tuple(f.name for f in fields(PlanStage) if f.type == "float")
 
 
-def _stage(value: object, k: int) -> PlanStage:
+def _stage(value: object, k: int, zero_stage: int) -> PlanStage:
+    """Stage k; `zero_stage`: its level where it names none (plans of one level)."""
     where = f"stages[{k}]"
     data = _mapping(value, where)
     floats = {name: _float(data, name, where) for name in _STAGE_FLOATS}
@@ -232,5 +239,6 @@ def _stage(value: object, k: int) -> PlanStage:
         logical_shape=_pair(data, "logical_shape", where),
         stashed_microbatches=_int(data, "stashed_microbatches", where),
         memory_plan=_strings(data.get("memory_plan", []), f"{where}.memory_plan"),
+        zero_stage=_int({"zero_stage": zero_stage, **data}, "zero_stage", where),
         **floats,
     )

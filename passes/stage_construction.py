@@ -36,7 +36,7 @@ from alpa_mlir.dialect_utils.stage_plan import (
 from .inlined_main import inlined_main
 from .pass_base import Pass, PassContext
 from .pipeshard import zero
-from .pipeshard.cost_source import CostCache
+from .pipeshard.cost_source import CostCache, StageCost
 from .pipeshard.fragments import FragmentError, mesh_name, write_mpmd
 from .pipeshard.manual_plan import plan_manual
 from .pipeshard.memory_plan import MemoryPlanMode, StagePlanChoice
@@ -77,7 +77,7 @@ class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
     prologue/apply fragments per stage in @main, transfers between meshes, one
     mpmd.call per microbatch; the plan (`dialect_utils.stage_plan`, with the schedule it
     was costed for, which alpa-run then runs) in `alpa.stage_plan` on the module and in
-    report=FILE; each layer's memory plan (keep / recompute / offload) in
+    report=FILE; each layer's memory plan (keep / recompute / selective / offload) in
     `alpa.memory_plan`.
     Algorithm: stages=auto runs Alpa's DP over (layer range, submesh, logical mesh)
     minimizing sum t_i + (M - 1) max t_i, every device used, with t from the per-layer
@@ -88,13 +88,16 @@ class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
     stage-submeshes and stage-logical-shapes. remat=true recomputes each layer's forward
     inside its backward fragment (pipeshard.remat: a stage keeps only its layers' inputs
     per microbatch in flight), and the DP costs stages that way. memory-plan=auto lets the
-    DP choose per layer, with the stages, to keep its activations, recompute them or
-    offload them to host memory (pipeshard.memory_plan: the fastest combination that
-    fits each stage's in-flight microbatches); recomputed layers get the rewrite above,
+    DP choose per layer, with the stages, to keep its activations, recompute them,
+    recompute only its cheap ops (selective) or offload them to host memory
+    (pipeshard.memory_plan: the fastest combination that fits each stage's in-flight
+    microbatches); recomputed layers get the rewrite above (selective ones for their
+    elementwise and data-movement ops only),
     offloaded ones get transfers to the host memory kind and back (pipeshard.offload).
     zero-stage=1/2/3 splits each stage's optimizer state / also its gradient sums / also
     its parameters over the stage's devices (pipeshard.zero), in the costs and in the
-    shardings written.
+    shardings written; zero-stage=auto lets the DP choose level 2 or 3 per stage (the
+    faster that fits), recorded per stage.
     """
 
     NAME: ClassVar[str] = "alpa-stage-construction"
@@ -123,14 +126,15 @@ class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
     memory_plan: MemoryPlanMode = field(
         default=MemoryPlanMode.FIXED,
         metadata={"help": "fixed (every layer kept, or recomputed with remat=true), auto (per layer keep, "
-                          "recompute or offload to host, chosen with the stages to fit device memory) or "
-                          "manual (layer-memory)"})
+                          "recompute, selective or offload to host, chosen with the stages to fit device "
+                          "memory) or manual (layer-memory)"})
     layer_memory: tuple[Residency, ...] = field(
-        default=(), metadata={"help": "memory-plan=manual: keep, recompute or offload per layer "
-                                      "(keep,recompute,offload)"})
-    zero_stage: int = field(
-        default=0, metadata={"help": "ZeRO over each stage's devices: 1 optimizer state, 2 also gradient sums, "
-                                     "3 also parameters (costed and emitted)"})
+        default=(), metadata={"help": "memory-plan=manual: keep, recompute, selective or offload per layer "
+                                      "(keep,recompute,selective,offload)"})
+    zero_stage: zero.ZeroStage = field(
+        default=zero.ZeroStage((0,)),
+        metadata={"help": "ZeRO over each stage's devices: 1 optimizer state, 2 also gradient sums, "
+                          "3 also parameters (costed and emitted); auto: 2 or 3 per stage, chosen by the DP"})
     shard_stages: bool = field(
         default=True, metadata={"help": "auto-shard each fragment on its stage's logical mesh"})
     report: str = field(default="", metadata={"help": "write the plan as JSON to this file"})
@@ -154,7 +158,6 @@ class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
             raise ValueError("stages=uniform needs num-stages=N (N >= 1)")
         if self.num_stages is not None and self.num_stages < 1:
             raise ValueError(f"num-stages={self.num_stages}: expected at least 1")
-        zero.check_level(self.zero_stage)
         if self.remat and self.memory_plan is not MemoryPlanMode.FIXED:
             raise ValueError(f"remat=true is the fixed plan that recomputes every layer; memory-plan="
                              f"{self.memory_plan.value} decides per layer: give one of them")
@@ -195,11 +198,12 @@ class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
         plan, dp_seconds = self._plan(ctx, main, cluster, costs, num_layers, memory)
         stage_of_layer = [k for k, s in enumerate(plan.stages) for _ in range(s.layer_start, s.layer_end + 1)]
         meshes = [S.Mesh.from_shape(tuple(s.logical_shape), AXES) for s in plan.stages]
-        choices = self._memory_plans(plan, costs, memory)
+        chosen, choices = self._memory_plans(plan, costs, memory)
         residency = [r for c in choices for r in c.residency]
         planned = time.perf_counter()
-        recompute = {k for k, r in enumerate(residency) if r is Residency.RECOMPUTE}
-        recomputed = rematerialize(step.function, recompute) if recompute else 0
+        recompute = {k for k, r in enumerate(residency) if r in (Residency.RECOMPUTE, Residency.SELECTIVE)}
+        selective = {k for k, r in enumerate(residency) if r is Residency.SELECTIVE}
+        recomputed = rematerialize(step.function, recompute, selective) if recompute else 0
         try:
             summary = write_mpmd(module, main, step, stage_of_layer, meshes)
         except FragmentError as e:
@@ -208,11 +212,12 @@ class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
         sharded = None
         if self.shard_stages:
             logical = {mesh_name(k): costs.mesh(s.logical_shape) for k, s in enumerate(plan.stages)}
-            zero_split = zero_values(module, frozenset(args.state), self.zero_stage)
+            levels = {mesh_name(k): c.zero_stage for k, c in enumerate(chosen)}
+            zero_split = zero_values(module, frozenset(args.state), levels)
             sharded = shard_stages(module, logical, spec.peak_flops, self.time_limit, zero_split)
         offload = {k for k, r in enumerate(residency) if r is Residency.OFFLOAD}
         offloaded = offload_activations(module, offload) if offload else 0
-        record = self._record(spec, plan, costs, memory, choices, summary.fragments, summary.transfers,
+        record = self._record(spec, plan, costs, memory, chosen, choices, summary.fragments, summary.transfers,
                               {"enabled": self.remat, "recomputed_ops": recomputed,
                                "mode": self.memory_plan.value, "offloaded_values": offloaded},
                               None if sharded is None else
@@ -286,30 +291,34 @@ class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
         shapes = [(s.dims[0], s.dims[1]) for s in self.stage_logical_shapes]
         return ranges, subs, shapes
 
-    def _memory_plans(self, plan: StagePlan, costs: LayerCostModel, memory: float) -> list[StagePlanChoice]:
-        """Each stage's memory plan: its layers' residency as the DP costed it."""
-        found = []
+    def _memory_plans(self, plan: StagePlan, costs: LayerCostModel, memory: float
+                      ) -> tuple[list[StageCost], list[StagePlanChoice]]:
+        """Each stage's way (its ZeRO level) and memory plan (its layers' residency), as
+        the DP costed them."""
+        ways, found = [], []
         for k, s in enumerate(plan.stages):
             c = costs.stage(s.layer_start, s.layer_end, s.submesh, s.logical_shape)
             stash = in_flight(self.schedule, plan.num_stages - k, self.num_microbatches)
-            choice = c.plan(stash, memory)
-            assert choice is not None, "the DP chose a stage no memory plan fits"
+            fastest = c.fastest(stash, memory)
+            assert fastest is not None, "the DP chose a stage no memory plan fits"
+            way, choice = fastest
+            ways.append(way)
             if self.layer_memory:
                 choice = replace(choice, residency=self.layer_memory[s.layer_start:s.layer_end + 1])
             elif not choice.residency:  # a fixed plan: every layer alike
-                way = Residency.RECOMPUTE if self.remat else Residency.KEEP
-                choice = replace(choice, residency=(way,) * (s.layer_end - s.layer_start + 1))
+                fixed = Residency.RECOMPUTE if self.remat else Residency.KEEP
+                choice = replace(choice, residency=(fixed,) * (s.layer_end - s.layer_start + 1))
             found.append(choice)
-        return found
+        return ways, found
 
     def _record(self, spec: ClusterSpec, plan: StagePlan, costs: LayerCostModel, memory: float,
-                choices: list[StagePlanChoice], fragments: Mapping[str, int], transfers: int,
-                remat: Mapping[str, Any], stage_sharding: Mapping[str, Any] | None) -> StagePlanRecord:
+                ways: list[StageCost], choices: list[StagePlanChoice], fragments: Mapping[str, int],
+                transfers: int, remat: Mapping[str, Any], stage_sharding: Mapping[str, Any] | None
+                ) -> StagePlanRecord:
         m = self.num_microbatches
         stages = []
-        for k, (s, choice) in enumerate(zip(plan.stages, choices, strict=True)):
-            c = costs.stage(s.layer_start, s.layer_end, s.submesh, s.logical_shape)
-            compute = costs.compute(s.layer_start, s.layer_end, s.logical_shape, choice.residency)
+        for k, (s, c, choice) in enumerate(zip(plan.stages, ways, choices, strict=True)):
+            compute = costs.compute(s.layer_start, s.layer_end, s.logical_shape, choice.residency, c.zero_stage)
             stash = in_flight(self.schedule, plan.num_stages - k, m)
             latency = c.latency + choice.extra_s
             stages.append(PlanStage(
@@ -321,6 +330,7 @@ class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
                 activation_bytes=choice.stashed_bytes, temp_bytes=c.temp_bytes,
                 peak_bytes=c.memory_bytes(stash, choice.stashed_bytes),
                 stashed_microbatches=stash, memory_plan=tuple(r.value for r in choice.residency),
+                zero_stage=c.zero_stage,
             ))
         return StagePlanRecord(
             cluster=PlanCluster(spec.name, spec.hosts, spec.devices_per_host, memory),
@@ -329,7 +339,8 @@ class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
             predicted_step_s=plan.objective, t_max_s=plan.t_max, total_latency_s=plan.total_latency,
             fragments=dict(fragments), transfers=transfers,
             cost_model={"layer_solves": costs.stats.solves, "cache_hits": costs.stats.cache_hits},
-            remat=dict(remat), zero_stage=self.zero_stage, stage_sharding=None if stage_sharding is None else dict(stage_sharding),
+            remat=dict(remat), zero_stage="auto" if self.zero_stage.auto else self.zero_stage.levels[0],
+            stage_sharding=None if stage_sharding is None else dict(stage_sharding),
         )
 
 

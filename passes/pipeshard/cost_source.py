@@ -41,6 +41,11 @@ class StageCost:
     """Per layer, what keeping / recomputing / offloading its activations costs: when
     given, `plan` picks per layer (memory-plan=auto); `latency` and `activation_bytes`
     are then those of keeping every layer's."""
+    zero_stage: int = 0
+    """The ZeRO level these figures are for."""
+    alternatives: tuple[StageCost, ...] = ()
+    """Other ways to run the same stage (other ZeRO levels, zero-stage=auto): `fastest`
+    and `latency_at` take the fastest way that fits."""
 
     def __post_init__(self) -> None:
         for name in ("latency", "param_bytes", "activation_bytes", "temp_bytes", "grad_bytes",
@@ -90,10 +95,27 @@ class StageCost:
                                                                               device_memory_bytes)
         return None if most is None else choose(self.layers, most)
 
+    @property
+    def ways(self) -> tuple[StageCost, ...]:
+        """This way and its alternatives."""
+        return (self, *self.alternatives)
+
+    def fastest(self, stashed_microbatches: int, device_memory_bytes: float | None
+                ) -> tuple[StageCost, StagePlanChoice] | None:
+        """Of `ways`, the fastest with a memory plan that fits (`plan`) and that plan;
+        ties: the first. None when none fits."""
+        best: tuple[StageCost, StagePlanChoice] | None = None
+        for way in self.ways:
+            found = way.plan(stashed_microbatches, device_memory_bytes)
+            if found is not None and (best is None or way.latency + found.extra_s
+                                      < best[0].latency + best[1].extra_s):
+                best = (way, found)
+        return best
+
     def latency_at(self, stashed_microbatches: int, device_memory_bytes: float | None) -> float:
-        """The latency of the fastest plan that fits (`plan`); inf when none does."""
-        found = self.plan(stashed_microbatches, device_memory_bytes)
-        return math.inf if found is None else self.latency + found.extra_s
+        """The latency of the fastest way and plan that fits (`fastest`); inf when none does."""
+        found = self.fastest(stashed_microbatches, device_memory_bytes)
+        return math.inf if found is None else found[0].latency + found[1].extra_s
 
 
 CostKey = tuple[int, int, SubmeshShape, LogicalShape]

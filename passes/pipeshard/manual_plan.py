@@ -86,8 +86,9 @@ def plan_manual(
         if found is None:
             raise StageDPError(f"{what} is infeasible: the cost model returned None")
         stash = in_flight(schedule, stage_count - k, num_microbatches)
-        chosen = found.plan(stash, device_memory_bytes)
-        if chosen is None:
+        fastest = found.fastest(stash, device_memory_bytes)
+        if fastest is None:
+            found = min(found.ways, key=lambda w: w.memory_bytes(stash, w.least_activation_bytes))
             least = found.least_activation_bytes
             leanest = " (its leanest memory plan)" if found.layers else ""
             raise StageDPError(
@@ -99,6 +100,7 @@ def plan_manual(
                 f"temp {found.temp_bytes:g} and one microbatch's activations, more than "
                 f"device_memory_bytes={device_memory_bytes:g}"
             )
-        stages.append(Stage(first, last, submesh, (shape[0], shape[1]), found.latency + chosen.extra_s))
+        way, chosen = fastest
+        stages.append(Stage(first, last, submesh, (shape[0], shape[1]), way.latency + chosen.extra_s))
     totals = pipeline_objective([s.latency for s in stages], num_microbatches)
     return StagePlan(tuple(stages), totals.total_latency, totals.t_max, totals.objective)

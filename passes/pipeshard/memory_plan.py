@@ -1,13 +1,17 @@
-"""Per-layer memory plans of a stage (vPipe): keep, recompute or offload each layer's
-stashed activations, the cheapest combination that fits device memory.
+"""Per-layer memory plans of a stage (vPipe): keep, recompute (all of the forward or its
+cheap ops) or offload each layer's stashed activations, the cheapest combination that
+fits device memory.
 
 A stage stashes, per microbatch in flight, what its layers' backward reads of their
-forward. For each layer there are three ways (`attributes.Residency`):
+forward. For each layer there are four ways (`attributes.Residency`):
 
 - keep: the forward's values stay on the device (`LayerMemory.keep_bytes` per
   microbatch), no extra time;
 - recompute: only the layer's inputs stay (`recompute_bytes`); the backward runs the
   forward again first (`recompute_s`, its compute);
+- selective: what the layer's dots, convolutions and reductions produced stays
+  (`selective_bytes`); the backward runs its elementwise and data-movement ops again
+  (`selective_s`; pipeshard.remat);
 - offload: the kept values go to host memory after the forward and come back before the
   backward (nothing stays on the device per microbatch); the copies cost the bytes twice
   over the host link, less what overlaps with the layer's own compute (`offload_s`).
@@ -53,14 +57,20 @@ class LayerMemory:
     recompute_bytes: float
     recompute_s: float
     offload_s: float | None  # None: no host link to offload over
+    selective_bytes: float | None = None  # None: not costed
+    selective_s: float = 0.0
 
     def cost(self, way: Residency) -> tuple[float, float]:
         """(stashed bytes, extra seconds) of one residency; ValueError for an offload
-        without a host link."""
+        without a host link or a selective recomputation not costed."""
         if way is Residency.KEEP:
             return self.keep_bytes, 0.0
         if way is Residency.RECOMPUTE:
             return self.recompute_bytes, self.recompute_s
+        if way is Residency.SELECTIVE:
+            if self.selective_bytes is None:
+                raise ValueError("selective recomputation is not costed for this layer")
+            return self.selective_bytes, self.selective_s
         if self.offload_s is None:
             raise ValueError("offload needs a host link")
         return 0.0, self.offload_s
@@ -70,6 +80,8 @@ class LayerMemory:
         ways = [Residency.KEEP]
         if self.recompute_bytes < self.keep_bytes:
             ways.append(Residency.RECOMPUTE)
+        if self.selective_bytes is not None and self.selective_bytes < self.keep_bytes:
+            ways.append(Residency.SELECTIVE)
         if self.offload_s is not None and self.keep_bytes > 0:
             ways.append(Residency.OFFLOAD)
         return tuple((*self.cost(way), way) for way in ways)

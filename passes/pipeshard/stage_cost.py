@@ -11,16 +11,20 @@ device, by component: the layer's parameters as the ILP lays them out; its gradi
 accumulators (arguments only backward ops read); its optimizer state (split like its
 parameters, by bytes); activations = the layer's forward values and forward inputs that
 backward ops read, stashed per microbatch in flight; temporaries = the ILP's peak live
-bytes. With ZeRO (`zero`, level `zero_stage`), the optimizer state, then the
+bytes, forward and backward as separate programs that XLA fuses within
+(`problem.peak_bytes`). With ZeRO (`zero`, level `zero_stage`), the optimizer state, then the
 accumulators, then the parameters are split over all the stage's devices: the ILP
 chooses among such layouts only (and so charges the gathers they cause), and the
-optimizer state counts as split as far as its parameters' dims allow.
+optimizer state counts as split as far as its parameters' dims allow. With
+zero-stage=auto a stage cost holds one way per level (`StageCost.alternatives`).
 
 With rematerialization (`remat`, pipeshard.remat): activations = the layer's inputs
 that forward ops read from outside the layer, parameters aside (what a stage then keeps
 per microbatch), and the latency adds the layer's forward compute (recomputed before the
-backward; the forward's collectives are not charged twice). With memory-plan=auto a
-stage cost carries each layer's keep / recompute / offload costs (`memory_plan`) and the
+backward; the forward's collectives are not charged twice). Selective recomputation
+stashes what `remat.saved_and_recomputed` says (laid out as the ILP chose) and adds the
+compute of the cheap ops it runs again. With memory-plan=auto a
+stage cost carries each layer's keep / recompute / selective / offload costs (`memory_plan`) and the
 stage DP picks per layer; offloading crosses the cluster's host link.
 
 Approximation, on purpose: layers are costed alone, so the resharding between two layers
@@ -33,7 +37,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from jax.extend.mlir import ir
 from jax.extend.mlir.dialects import func
@@ -59,6 +63,7 @@ from ..sharding.strategy import Options, RuleContext
 from . import zero
 from .cost_source import StageCost
 from .memory_plan import LayerMemory, MemoryPlanMode, offload_seconds
+from .remat import saved_and_recomputed
 from .step_analysis import op_inputs
 from .submesh_space import SubmeshShape
 
@@ -78,6 +83,8 @@ class LayerCost:
     optimizer_bytes: float
     input_bytes: float  # stashed per microbatch when recomputed: the layer's forward inputs
     forward_compute: float  # what recomputing the forward costs
+    selective_bytes: float  # stashed per microbatch when only its cheap ops are recomputed
+    selective_compute: float  # what recomputing those costs
 
     @property
     def communication(self) -> float:
@@ -96,12 +103,13 @@ class LayerCostModel:
 
     def __init__(self, micro: FunctionGraph, num_layers: int, cluster: ClusterSpec,
                  state_bytes: Mapping[int, float], param_inputs: Mapping[int, int],
-                 time_limit: float = 30.0, remat: bool = False, zero_stage: int = 0,
+                 time_limit: float = 30.0, remat: bool = False, zero_stage: zero.ZeroStage | int = 0,
                  memory_plan: MemoryPlanMode = MemoryPlanMode.FIXED,
                  layer_memory: Sequence[Residency] = ()) -> None:
         """`state_bytes[l]`: optimizer-state bytes that follow layer l's parameters;
         `param_inputs`: micro-function argument index -> 1 for parameters;
-        `zero_stage`: the ZeRO level (`zero`); `memory_plan`: AUTO gives every stage
+        `zero_stage`: the ZeRO level, or the levels each stage may take (`zero`: every
+        stage cost then carries one way per level); `memory_plan`: AUTO gives every stage
         cost its layers' residency options (`memory_plan`), FIXED keeps every layer's
         activations, or recomputes every layer with `remat`, MANUAL does with each layer
         what `layer_memory` says."""
@@ -114,53 +122,65 @@ class LayerCostModel:
         self.remat = remat
         self.memory_plan = memory_plan
         self.layer_memory = tuple(layer_memory)
-        self.zero_stage = zero.check_level(zero_stage)
+        self.levels = (zero_stage.levels if isinstance(zero_stage, zero.ZeroStage)
+                       else (zero.check_level(zero_stage),))
         self.stats = CostStats()
         self._layers = _layer_ops(micro, num_layers)
         self._keys: dict[int, str] = {}
         self._outlined: dict[int, tuple[ir.Module, ir.Operation, list[ValueNode]]] = {}
         self._factors: dict[int, FactorTable] = {}  # per outlined layer, for every shape
-        self._by_key: dict[tuple[str, tuple[int, int]], LayerCost] = {}
-        self._layer_cost: dict[tuple[int, tuple[int, int]], LayerCost] = {}
+        self._by_key: dict[tuple[str, tuple[int, int], int], LayerCost] = {}
+        self._layer_cost: dict[tuple[int, tuple[int, int], int], LayerCost] = {}
 
     def mesh(self, shape: tuple[int, int]) -> LogicalMesh:
         return self.cluster.logical_mesh(shape, AXES)
 
-    def layer(self, layer: int, shape: tuple[int, int]) -> LayerCost:
-        found = self._layer_cost.get((layer, shape))
+    def layer(self, layer: int, shape: tuple[int, int], level: int | None = None) -> LayerCost:
+        """Layer `layer` on the logical mesh `shape` under ZeRO `level` (default: the first
+        of the levels)."""
+        level = self.levels[0] if level is None else level
+        found = self._layer_cost.get((layer, shape, level))
         if found is not None:
             return found
         _, fn, outside = self._outline(layer)
-        key = (self._keys[layer], shape)
+        key = (self._keys[layer], shape, level)
         cost = self._by_key.get(key)
         if cost is None:
             started = time.perf_counter()
-            cost = self._solve(fn, outside, layer, shape)
+            cost = self._solve(fn, outside, layer, shape, level)
             self.stats.solves += 1
             self.stats.seconds += time.perf_counter() - started
             self._by_key[key] = cost
         else:
             self.stats.cache_hits += 1
-        self._layer_cost[(layer, shape)] = cost
+        self._layer_cost[(layer, shape, level)] = cost
         return cost
 
     def compute(self, first: int, last: int, shape: tuple[int, int],
-                residency: Sequence[Residency] = ()) -> float:
-        """The compute part of t(first..last) on `shape`: recomputed forwards included,
-        of every layer with remat, else of the layers `residency` recomputes."""
+                residency: Sequence[Residency] = (), level: int | None = None) -> float:
+        """The compute part of t(first..last) on `shape` under ZeRO `level`: recomputed
+        forwards included, of every layer with remat, else what `residency` recomputes."""
         total = 0.0
         for n, k in enumerate(range(first, last + 1)):
-            c = self.layer(k, shape)
-            again = self.remat or (n < len(residency) and residency[n] is Residency.RECOMPUTE)
-            total += c.compute + (c.forward_compute if again else 0.0)
+            c = self.layer(k, shape, level)
+            way = Residency.RECOMPUTE if self.remat else residency[n] if n < len(residency) else Residency.KEEP
+            total += c.compute + {Residency.RECOMPUTE: c.forward_compute,
+                                  Residency.SELECTIVE: c.selective_compute}.get(way, 0.0)
         return total
 
     def _memory(self, c: LayerCost) -> LayerMemory:
         return LayerMemory(c.activation_bytes, c.input_bytes, c.forward_compute,
-                           offload_seconds(c.activation_bytes, c.compute, self.cluster.host_link))
+                           offload_seconds(c.activation_bytes, c.compute, self.cluster.host_link),
+                           c.selective_bytes, c.selective_compute)
 
     def stage(self, first: int, last: int, submesh: SubmeshShape, shape: tuple[int, int]) -> StageCost:
-        costs = [self.layer(k, shape) for k in range(first, last + 1)]
+        """Layers first..last on `submesh` as `shape`: one way per ZeRO level, the first
+        level's carrying the others as alternatives."""
+        first_way, *others = (self._stage(first, last, shape, level) for level in self.levels)
+        return replace(first_way, alternatives=tuple(others)) if others else first_way
+
+    def _stage(self, first: int, last: int, shape: tuple[int, int], level: int) -> StageCost:
+        costs = [self.layer(k, shape, level) for k in range(first, last + 1)]
         if self.memory_plan is MemoryPlanMode.MANUAL:  # each layer as layer_memory says
             ways = [self._memory(c).cost(self.layer_memory[k]) for k, c in zip(range(first, last + 1), costs,
                                                                                strict=True)]
@@ -183,6 +203,7 @@ class LayerCostModel:
             grad_bytes=sum(c.grad_bytes for c in costs),
             optimizer_bytes=sum(c.optimizer_bytes for c in costs),
             layers=layers,
+            zero_stage=level,
         )
 
     def _outline(self, layer: int) -> tuple[ir.Module, ir.Operation, list[ValueNode]]:
@@ -240,7 +261,7 @@ class LayerCostModel:
         return kinds
 
     def _solve(self, fn: ir.Operation, outside: Sequence[ValueNode], layer: int,
-               shape: tuple[int, int]) -> LayerCost:
+               shape: tuple[int, int], level: int) -> LayerCost:
         mesh = self.mesh(shape)
         graph = FunctionGraph(fn)
         if layer not in self._factors:
@@ -248,7 +269,7 @@ class LayerCostModel:
         phases = [phase_of(self.micro.ops[i]) for i in self._layers[layer]]
         kinds = self._kinds(graph, outside, phases)
         split = {arg.index for arg, kind in zip(graph.args, kinds, strict=True)
-                 if kind is not None and zero.splits(self.zero_stage, kind)}
+                 if kind is not None and zero.splits(level, kind)}
 
         def layouts(arg: ValueNode, specs: list[TensorSpec]) -> list[TensorSpec]:
             return zero.narrow(specs, mesh) if arg.index in split else specs
@@ -266,7 +287,7 @@ class LayerCostModel:
                 params += held
                 param_total += arg.info.nbytes
                 optimizer_share += (zero.split_bytes(arg.info.nbytes, arg.info.shape, spec, mesh)
-                                    if zero.splits(self.zero_stage, zero.StateKind.OPTIMIZER) else held)
+                                    if zero.splits(level, zero.StateKind.OPTIMIZER) else held)
             elif kind is zero.StateKind.GRADIENT:
                 grads += held
             elif any(phases[u.index] is Phase.FORWARD for u, _ in graph.users(arg)):
@@ -289,9 +310,23 @@ class LayerCostModel:
                 compute = node.strategies[choices[node.index]].compute * node.weight
                 op_compute[node.top] = op_compute.get(node.top, 0.0) + compute
         compute = sum(op_compute.values())
-        latency, peak = solution.objective, problem.peak_bytes(sg, choices)
+        # forward and backward run as separate fragments: what crosses is a buffer
+        latency = solution.objective
+        peak = problem.peak_bytes(sg, choices, lambda n: n.top is not None and phases[n.top] is Phase.FORWARD)
         forward = sum(c for k, c in op_compute.items() if phases[k] is Phase.FORWARD)
-        return LayerCost(latency, compute, params, activations, peak, grads, optimizer, inputs, forward)
+        # selective recomputation: the backward's reads of the forward, through cheap ops
+        read_later = [v.value for v, kind in zip(graph.args, kinds, strict=True) if kind is None] + [
+            r.value for node, phase in zip(graph.ops, phases, strict=True) if phase is Phase.FORWARD
+            for r in node.results]
+        read_later = [v for v in read_later
+                      if any(phases[u.index] is not Phase.FORWARD for u, _ in graph.users(graph.node(v)))]
+        saved, again = saved_and_recomputed(graph, lambda n: phases[n.index] is Phase.FORWARD, read_later)
+        kind_of = {arg.value: kind for arg, kind in zip(graph.args, kinds, strict=True)}
+        selective = sum(v.info.nbytes / shard_count(sg.output_spec(v, choices), mesh) for v in saved
+                        if kind_of.get(v.value) is None)
+        again_compute = sum(op_compute.get(k, 0.0) for k in again)
+        return LayerCost(latency, compute, params, activations, peak, grads, optimizer, inputs, forward,
+                         selective, again_compute)
 
 
 def _layer_ops(graph: FunctionGraph, num_layers: int) -> list[list[int]]:

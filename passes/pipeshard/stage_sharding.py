@@ -165,12 +165,16 @@ class _State:
             self._set(result, chosen)
 
 
-def zero_values(module: ir.Module, state_args: frozenset[int], level: int) -> frozenset[ir.Value]:
-    """The values of an MPMD program (`fragments.write_mpmd`) that ZeRO `level` splits:
-    @main's state arguments (indices `state_args`) that no microbatch call reads
-    (optimizer state), and the microbatch function's arguments that the first call
-    passes a fresh accumulator (gradient accumulators) or a state argument of @main
-    (parameters)."""
+def zero_values(module: ir.Module, state_args: frozenset[int], levels: Mapping[str, int]) -> frozenset[ir.Value]:
+    """The values of an MPMD program (`fragments.write_mpmd`) that ZeRO splits, each at
+    the level `levels` gives its mesh (stage): @main's state arguments (indices
+    `state_args`) that no microbatch call reads (optimizer state), and the microbatch
+    function's arguments that the first call passes a fresh accumulator (gradient
+    accumulators) or a state argument of @main (parameters)."""
+
+    def splits(v: ir.Value, kind: zero.StateKind) -> bool:
+        return mpmd.is_mesh_tensor(v.type) and zero.splits(levels.get(mpmd.parse_mesh_tensor(v.type).mesh, 0), kind)
+
     funcs = mpmd.program_functions(module)
     main = funcs["main"]
     block = main.regions[0].blocks[0]
@@ -178,8 +182,7 @@ def zero_values(module: ir.Module, state_args: frozenset[int], level: int) -> fr
     calls = [op.operation for op in block.operations if op.operation.name == mpmd.CALL]
     read_by_calls = {v for call in calls for v in call.operands}
     found: set[ir.Value] = set()
-    if zero.splits(level, zero.StateKind.OPTIMIZER):
-        found.update(a for a in state if a not in read_by_calls)
+    found.update(a for a in state if a not in read_by_calls and splits(a, zero.StateKind.OPTIMIZER))
     if calls:
         first = min(calls, key=lambda c: mpmd.call_counter(c) or 0)
         callee = funcs[mpmd.callee_name(first)].regions[0].blocks[0]
@@ -187,7 +190,7 @@ def zero_values(module: ir.Module, state_args: frozenset[int], level: int) -> fr
             owner = operand.owner
             fresh = (not isinstance(owner, ir.Block) and owner.operation.name == mpmd.FRAGMENT
                      and mpmd.fragment_kind(owner.operation) == ACCUMULATORS)
-            if (fresh and zero.splits(level, zero.StateKind.GRADIENT)) or (operand in state and zero.splits(level, zero.StateKind.PARAMETER)):
+            if (fresh and splits(arg, zero.StateKind.GRADIENT)) or (operand in state and splits(arg, zero.StateKind.PARAMETER)):
                 found.add(arg)
     return frozenset(found)
 

@@ -15,6 +15,13 @@ state, the microbatch function's accumulators and parameters) read the rule here
 keeps the candidate layouts that split most, and `split_bytes` is what one device then
 holds of a tensor. Pure: reads its arguments, writes nothing.
 
+With `zero-stage=auto` (`ZeroStage`) every stage takes its own level, chosen by the stage
+DP with the stage like its memory plan: ZeRO-2 or ZeRO-3 (`AUTO_LEVELS`), the faster
+that fits. Levels 0 and 1 are left out: under this cost model level 2 splits more at no
+more communication (the accumulators' all-reduce is charged either way), while level 3
+trades a gather of the parameters per microbatch for their bytes, worth it only where
+memory is short or the gather stays inside a host.
+
 What ZeRO costs in communication is what the plan's collectives cost: the ILP of a
 fragment that reads a split parameter gathers it (level 3, on every microbatch's forward
 and backward), an accumulator split over the replicas takes the gradient's all-reduce
@@ -26,11 +33,13 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from ..sharding.mesh import LogicalMesh
 from ..sharding.spec import TensorSpec, enumerate_specs, shard_count
 
 LEVELS = (0, 1, 2, 3)
+AUTO_LEVELS = (2, 3)
 
 
 class StateKind(enum.Enum):
@@ -46,6 +55,30 @@ def check_level(level: int) -> int:
     if level not in LEVELS:
         raise ValueError(f"zero-stage must be 0, 1, 2 or 3, got {level}")
     return level
+
+
+@dataclass(frozen=True)
+class ZeroStage:
+    """The `zero-stage` option: one level for every stage, or `auto` (module docstring)."""
+
+    levels: tuple[int, ...]  # the levels a stage may take, one when fixed
+
+    option_type_name = "0|1|2|3|auto"
+
+    @classmethod
+    def parse_option(cls, text: str) -> ZeroStage:
+        if text == "auto":
+            return cls(AUTO_LEVELS)
+        if text not in {str(n) for n in LEVELS}:
+            raise ValueError(f"zero-stage must be 0, 1, 2, 3 or auto, got {text!r}")
+        return cls((int(text),))
+
+    @property
+    def auto(self) -> bool:
+        return len(self.levels) > 1
+
+    def __str__(self) -> str:
+        return "auto" if self.auto else str(self.levels[0])
 
 
 def splits(level: int, kind: StateKind) -> bool:

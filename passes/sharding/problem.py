@@ -29,6 +29,7 @@ from typing import Any
 from jax.extend.mlir import ir
 
 from alpa_mlir.dialect_utils import control_flow
+from alpa_mlir.dialect_utils.flops import ELEMENTWISE
 from alpa_mlir.dialect_utils.graph import FunctionGraph, OpNode, ValueNode
 
 from .factor_strategies import strategies_for
@@ -392,13 +393,70 @@ def alias_pairs(sg: StrategyGraph, aliases: dict[int, int]) -> list[IlpPairConst
     return pairs
 
 
-def _last_uses(sg: StrategyGraph) -> dict[int, int]:
+# XLA's fusion, as liveness sees it: an elementwise or shape op whose every user absorbs
+# it into its own loop (an elementwise op, a broadcast, a reshape, a reduction's input)
+# writes no buffer of its own; its operands stay alive until those users run instead.
+# XLA duplicates such a producer into several users only when it is cheap, so an
+# expensive one (a transcendental, a division) with more than one user keeps its buffer.
+_FUSED_SHAPE_OPS = frozenset(("stablehlo.broadcast_in_dim", "stablehlo.reshape", "stablehlo.iota"))
+_FUSING_USERS = ELEMENTWISE | frozenset(("stablehlo.broadcast_in_dim", "stablehlo.reshape", "stablehlo.reduce"))
+_EXPENSIVE = frozenset("stablehlo." + n for n in (
+    "atan2", "cbrt", "cosine", "divide", "exponential", "exponential_minus_one", "log", "log_plus_one",
+    "logistic", "power", "remainder", "rsqrt", "sine", "sqrt", "tan", "tanh")) | frozenset(
+    n for n in ELEMENTWISE if n.startswith("chlo."))
+
+
+# Which program (fragment) a plan node runs in, where one function is cut into several:
+# a value read by another program is that program's input, a buffer of its own.
+Fragment = Callable[[PlanNode], object]
+
+
+def fused_nodes(sg: StrategyGraph, fragment: Fragment | None = None) -> frozenset[int]:
+    """Plan nodes XLA fuses into all their users (the rule above): only direct operand
+    uses by fusing ops of the same `fragment`, none inside a region, none returned."""
+    users: dict[int, set[int]] = {}
+    for src, t in sg.uses:
+        users.setdefault(src, set()).add(t)
+    fused = set()
+    for node in sg.nodes:
+        if node.kind is not NodeKind.OP or node.op is None or node.index not in users:
+            continue
+        name = node.op.name
+        if name not in ELEMENTWISE and name not in _FUSED_SHAPE_OPS:
+            continue
+        readers = users[node.index]
+        if len(readers) > 1 and name in _EXPENSIVE:
+            continue
+        if all(_reads_directly(sg, t, node.index) for t in readers) and (
+                fragment is None or all(fragment(sg.nodes[t]) == fragment(node) for t in readers)):
+            fused.add(node.index)
+    return frozenset(fused)
+
+
+def _reads_directly(sg: StrategyGraph, t: int, src: int) -> bool:
+    if t >= len(sg.nodes):
+        return False  # returned
+    user = sg.nodes[t]
+    if user.kind is not NodeKind.OP or user.op is None or user.op.name not in _FUSING_USERS:
+        return False
+    return any(sg.producer.get(v.value, (-1, 0))[0] == src for v in user.op.operands)
+
+
+def _last_uses(sg: StrategyGraph, fused: frozenset[int] = frozenset()) -> dict[int, int]:
     """Per plan node, the time (node index) of its outputs' last use (one past the last
-    node for returned values); uses inside a region count to the region's end."""
+    node for returned values); uses inside a region count to the region's end. A
+    `fused` node's operands are used until its own last use (its users read them)."""
     last_use: dict[int, int] = {}
+    operands: dict[int, set[int]] = {}
     for src, t in sg.uses:
         if t > last_use.get(src, -1):
             last_use[src] = t
+        if t in fused:
+            operands.setdefault(t, set()).add(src)
+    for t in sorted(fused, reverse=True):  # users come later: theirs are final already
+        end = last_use.get(t, t)
+        for src in operands.get(t, ()):
+            last_use[src] = max(last_use.get(src, src), end)
     return last_use
 
 
@@ -408,8 +466,10 @@ def _node_bytes(sg: StrategyGraph, node: PlanNode, strategy: Strategy) -> float:
 
 def live_sets(sg: StrategyGraph) -> list[tuple[int, ...]]:
     """Plan nodes whose outputs are alive at each op or join node (arguments live
-    throughout): a sweep over [producer, last use] intervals."""
-    last_use = _last_uses(sg)
+    throughout): a sweep over [producer, last use] intervals; nodes XLA fuses into their
+    users (`fused_nodes`) hold no buffer and are never live."""
+    fused = fused_nodes(sg)
+    last_use = _last_uses(sg, fused)
     live = {n.index for n in sg.nodes if n.kind is NodeKind.ARG}
     expiring: dict[int, list[int]] = {}
     sets = []
@@ -417,18 +477,21 @@ def live_sets(sg: StrategyGraph) -> list[tuple[int, ...]]:
         if node.kind is NodeKind.ARG:
             continue
         t = node.index
-        live.add(t)
-        expiring.setdefault(max(last_use.get(t, t), t), []).append(t)
+        if t not in fused:
+            live.add(t)
+            expiring.setdefault(max(last_use.get(t, t), t), []).append(t)
         sets.append(tuple(sorted(live)))
         for done in expiring.pop(t, []):
             live.discard(done)
     return sets
 
 
-def peak_bytes(sg: StrategyGraph, choices: tuple[int, ...]) -> float:
+def peak_bytes(sg: StrategyGraph, choices: tuple[int, ...], fragment: Fragment | None = None) -> float:
     """Estimated peak per-device bytes of live values under a plan: arguments throughout,
-    each node's values from the node to their last use (no buffer reuse, no fusion)."""
-    last_use = _last_uses(sg)
+    each node's values from the node to their last use, none for nodes XLA fuses into
+    their users (`fused_nodes`, within a `fragment`); no other buffer reuse."""
+    fused = fused_nodes(sg, fragment)
+    last_use = _last_uses(sg, fused)
     live = sum(_node_bytes(sg, n, n.strategies[choices[n.index]]) for n in sg.nodes if n.kind is NodeKind.ARG)
     freed: dict[int, float] = {}
     peak = live
@@ -436,11 +499,12 @@ def peak_bytes(sg: StrategyGraph, choices: tuple[int, ...]) -> float:
         if node.kind is NodeKind.ARG:
             continue
         t = node.index
-        size = _node_bytes(sg, node, node.strategies[choices[t]])
-        live += size
-        peak = max(peak, live)
-        end = max(last_use.get(t, t), t)
-        freed[end] = freed.get(end, 0.0) + size
+        if t not in fused:
+            size = _node_bytes(sg, node, node.strategies[choices[t]])
+            live += size
+            peak = max(peak, live)
+            end = max(last_use.get(t, t), t)
+            freed[end] = freed.get(end, 0.0) + size
         live -= freed.pop(t, 0.0)
     return peak
 

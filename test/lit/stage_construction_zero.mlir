@@ -24,5 +24,5 @@
 // REPORT:      "zero_stage": 3
 // LESS: [True, True, True, True]
 // PIPE:        reference check: PASS
-// BAD:         error: {{.*}}zero-stage must be 0, 1, 2 or 3, got 4
+// BAD:         error: {{.*}}zero-stage must be 0, 1, 2, 3 or auto, got '4'
 // BAD-NOT:     Traceback

@@ -102,3 +102,32 @@ def test_values_used_inside_a_loop_stay_live_to_its_end() -> None:
     # the body's nodes cost three times theirs
     dot = next(n for n in sg.nodes if n.op is not None and n.op.name == "stablehlo.dot_general")
     assert dot.weight == 3.0
+
+
+def test_fused_elementwise_chains_hold_no_buffer_and_keep_their_inputs_alive() -> None:
+    """XLA's fusion in the liveness estimate (problem.fused_nodes): a cheap elementwise
+    chain feeding elementwise users writes no buffer, its inputs live until those users
+    run; an exponential read twice keeps its buffer; a value another fragment reads is a
+    buffer of its own."""
+    _, graph = graph_of("""
+    func.func @main(%x: tensor<256xf32>) -> (tensor<256xf32>, tensor<256xf32>) {
+      %a = stablehlo.convert %x : (tensor<256xf32>) -> tensor<256xf64>
+      %b = stablehlo.multiply %a, %a : tensor<256xf64>
+      %e = stablehlo.exponential %x : tensor<256xf32>
+      %s = stablehlo.add %e, %e : tensor<256xf32>
+      %t = stablehlo.subtract %s, %e : tensor<256xf32>
+      %c = stablehlo.convert %b : (tensor<256xf64>) -> tensor<256xf32>
+      return %c, %t : tensor<256xf32>, tensor<256xf32>
+    }""")
+    sg = problem.build(graph, RuleContext(LogicalMesh((1,), ("x",), (1.0,), (1.0,)), 1e-12, factors=factor_rules(graph.func_op)))
+    a, b, e, s, t, _ = (sg.producer[op.results[0].value][0] for op in graph.ops[:6])
+    assert problem.fused_nodes(sg) == {a, b, s}
+    choices = tuple(0 for _ in sg.nodes)
+    # %x (1 KB) lives throughout, with %e and %t at %t, with %t and %c at %c
+    assert problem.peak_bytes(sg, choices) == 3 * 1024
+    # with %a and %b in a fragment of their own, %b (2 KB of f64) is its output: a buffer
+    # alive until %c reads it
+    assert problem.fused_nodes(sg, lambda n: n.index in (a, b)) == {a, s}
+    assert problem.peak_bytes(sg, choices, lambda n: n.index in (a, b)) == 5 * 1024
+    # the exponential read twice and the returned value keep their buffers
+    assert e not in problem.fused_nodes(sg) and t not in problem.fused_nodes(sg)

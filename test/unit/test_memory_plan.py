@@ -31,7 +31,8 @@ from alpa_mlir.runtime.pipeline import PipelineExecutable
 from alpa_mlir.runtime.reference import Tolerance, compare_outputs, compile_reference
 
 layer = st.builds(LayerMemory, st.integers(0, 6).map(float), st.integers(0, 6).map(float),
-                  st.integers(0, 4).map(float), st.one_of(st.none(), st.integers(0, 4).map(float)))
+                  st.integers(0, 4).map(float), st.one_of(st.none(), st.integers(0, 4).map(float)),
+                  st.one_of(st.none(), st.integers(0, 6).map(float)), st.integers(0, 4).map(float))
 
 
 @settings(max_examples=200, deadline=None)
@@ -43,7 +44,9 @@ def test_choose_is_the_fastest_combination_that_fits(layers: list[LayerMemory], 
     resident ones for (stash - 1) stashed microbatches and the larger of the
     temporaries and the one being worked on."""
     ways = [[(m.keep_bytes, 0.0, Residency.KEEP), (m.recompute_bytes, m.recompute_s, Residency.RECOMPUTE)]
-            + ([] if m.offload_s is None else [(0.0, m.offload_s, Residency.OFFLOAD)]) for m in layers]
+            + ([] if m.offload_s is None else [(0.0, m.offload_s, Residency.OFFLOAD)])
+            + ([] if m.selective_bytes is None else [(m.selective_bytes, m.selective_s, Residency.SELECTIVE)])
+            for m in layers]
 
     def fits(stashed: float) -> bool:
         return (stash - 1) * stashed + max(temp, stashed) <= free
@@ -93,7 +96,7 @@ def test_offload_costs_the_copies_beyond_the_compute() -> None:
 # The pass on GPT tiny: four layers, four microbatches, 1F1B on eight devices.
 
 PLAN = "devices=1x8 layers=4 num-microbatches=4"
-LIMIT = 400_000  # bytes per device: every layer kept does not fit everywhere
+LIMIT = 300_000  # bytes per device: every layer kept does not fit everywhere
 
 
 @functools.cache
@@ -151,6 +154,26 @@ def test_the_plan_is_recorded_per_layer_and_only_recomputed_layers_are_cloned() 
         assert (copies > plain) == (k in recomputed), (k, copies, plain)
 
 
+def test_selective_recomputation_stashes_less_than_keeping_and_recomputes_no_dot() -> None:
+    """memory-plan=manual with every layer selective: each stage stashes less per
+    microbatch than keeping and more than recomputing everything, costs a little more
+    time than keeping and less than recomputing, and its backward fragments hold copies
+    of the cheap forward ops only (no dot runs twice)."""
+    every = {way: planned(f"memory-plan=manual layer-memory={','.join([way] * 4)}") for way in
+             ("keep", "selective", "recompute")}
+    stages = {way: plan[1]["stages"] for way, plan in every.items()}
+    for keep, selective, recompute in zip(stages["keep"], stages["selective"], stages["recompute"], strict=True):
+        assert recompute["activation_bytes"] < selective["activation_bytes"] < keep["activation_bytes"]
+        assert keep["latency_s"] < selective["latency_s"] < recompute["latency_s"]
+    assert every["selective"][1]["remat"]["recomputed_ops"] > 0
+
+    def backward_dots(text: str) -> int:
+        return len(re.findall(r"stablehlo.dot_general [^\n]*alpa.phase = \"backward\"", text))
+
+    assert backward_dots(every["selective"][0]) == backward_dots(every["keep"][0])
+    assert backward_dots(every["recompute"][0]) > backward_dots(every["keep"][0])
+
+
 def test_remat_and_auto_together_are_refused() -> None:
     with pytest.raises(PipelineError, match="remat=true is the fixed plan"):
         planned("memory-plan=auto remat=true")
@@ -164,12 +187,13 @@ def test_mixed_plan_pipeline_equals_the_original_step() -> None:
     assert result.passed, result.summary_line()
 
 
-MIXED = "offload,recompute,keep,offload"
+MIXED = "offload,recompute,selective,keep"
 
 
 @pytest.mark.parametrize(("model", "microbatches"), [("gpt", 2), ("wide_resnet", 1)])
 def test_mixed_keep_recompute_offload_plans_equal_the_original_step(model: str, microbatches: int) -> None:
-    """Two stages of two layers each, the layers kept, recomputed and offloaded as given
+    """Two stages of two layers each, the layers offloaded, recomputed, selectively
+    recomputed and kept as given
     (memory-plan=manual), pipelined on 8 CPU devices, against the exported step on one
     device (Wide-ResNet with one microbatch: its batch statistics stay the full batch's)."""
     text = export_train_step(model, "tiny", debug_info=False)
@@ -182,7 +206,7 @@ def test_mixed_keep_recompute_offload_plans_equal_the_original_step(model: str, 
     assert memory_plan_of(module) == [Residency(w) for w in MIXED.split(",")]
     record = read_stage_plan(module)
     assert record is not None and record.remat["offloaded_values"] > 0 and record.remat["recomputed_ops"] > 0
-    assert [s.memory_plan for s in record.stages] == [("offload", "recompute"), ("keep", "offload")]
+    assert [s.memory_plan for s in record.stages] == [("offload", "recompute"), ("selective", "keep")]
     inputs = example_inputs(model, "tiny", seed=0)
     want = compile_reference(parse_module(text, make_context()), jax.devices()[0]).run(inputs)
     got = PipelineExecutable(parse_module(print_module(module), make_context()), jax.devices()[:8]).run(inputs)
@@ -213,7 +237,7 @@ def test_auto_offloads_over_a_fast_host_link(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("options", "message"), [
     ("memory-plan=manual", "memory-plan=manual and layer-memory=... go together"),
     ("layer-memory=keep,keep", "memory-plan=manual and layer-memory=... go together"),
-    ("memory-plan=manual layer-memory=keep,sideways", "expected one of keep, recompute, offload"),
+    ("memory-plan=manual layer-memory=keep,sideways", "expected one of keep, recompute, selective, offload"),
 ])
 def test_bad_memory_plan_options_are_refused(options: str, message: str) -> None:
     with pytest.raises(PipelineError, match=message):
@@ -233,7 +257,7 @@ def test_measured_device_peaks_drop_where_the_plan_moves_activations() -> None:
     text = exported()
     inputs = example_inputs("gpt", "tiny", seed=0)
     peaks = {}
-    for ways in ("keep,keep", "offload,keep", "recompute,keep"):
+    for ways in ("keep,keep", "offload,keep", "recompute,keep", "selective,keep"):
         ctx = make_context()
         module = parse_module(text, ctx)
         PassManager.parse(
@@ -245,4 +269,5 @@ def test_measured_device_peaks_drop_where_the_plan_moves_activations() -> None:
         peaks[ways] = [max(found[d.id] for d in p.devices) for p in executable.placements]
     assert peaks["offload,keep"][0] < peaks["keep,keep"][0]
     assert peaks["recompute,keep"][0] < peaks["keep,keep"][0]
+    assert peaks["selective,keep"][0] < peaks["keep,keep"][0]
     assert all(p > 0 for ways in peaks.values() for p in ways)

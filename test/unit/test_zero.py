@@ -16,6 +16,7 @@ from alpa_mlir.dialect_utils import mpmd
 from alpa_mlir.dialect_utils.context import make_context, parse_module, print_module
 from alpa_mlir.dialect_utils.stage_plan import read_stage_plan
 from alpa_mlir.models.export import example_inputs, export_train_step
+from alpa_mlir.passes.pass_base import PassFailure
 from alpa_mlir.passes.pass_manager import PassManager
 from alpa_mlir.passes.pipeshard import zero
 from alpa_mlir.passes.pipeshard.stage_sharding import zero_values
@@ -37,11 +38,11 @@ def exported(model: str) -> str:
 
 
 @functools.cache
-def planned(level: int) -> tuple[str, dict[str, Any]]:
+def planned(level: int | str, extra: str = "") -> tuple[str, dict[str, Any]]:
     """GPT tiny planned with ZeRO `level`: the MPMD text and the plan as JSON."""
     ctx = make_context()
     module = parse_module(exported("gpt"), ctx)
-    PassManager.parse(f"builtin.module(alpa-pipeshard{{{PLAN} zero-stage={level}}})", ctx).run(module)
+    PassManager.parse(f"builtin.module(alpa-pipeshard{{{PLAN} zero-stage={level} {extra}}})", ctx).run(module)
     record = read_stage_plan(module)
     assert record is not None
     return print_module(module), record.to_json()
@@ -64,6 +65,10 @@ def test_narrow_keeps_the_layouts_that_split_most() -> None:
     assert [zero.splits(level, zero.StateKind.GRADIENT) for level in zero.LEVELS] == [False, False, True, True]
     with pytest.raises(ValueError, match="zero-stage must be 0, 1, 2 or 3, got 5"):
         zero.check_level(5)
+    assert zero.ZeroStage.parse_option("auto").levels == zero.AUTO_LEVELS
+    assert str(zero.ZeroStage.parse_option("2")) == "2" and not zero.ZeroStage.parse_option("2").auto
+    with pytest.raises(ValueError, match="zero-stage must be 0, 1, 2, 3 or auto, got 'some'"):
+        zero.ZeroStage.parse_option("some")
 
 
 def test_each_level_shrinks_its_component_and_no_other() -> None:
@@ -99,7 +104,7 @@ def test_emitted_layouts_split_what_the_level_splits(level: int) -> None:
     meshes = {name: _mesh(tuple(a.size for a in m.axes)) for name, m in mpmd.topology(funcs["main"]).items()}
     where = {"main": 0, "microbatch": 0}
     split = 0
-    for v in zero_values(module, state, level):
+    for v in zero_values(module, state, dict.fromkeys(meshes, level)):
         where[owners[v]] += 1
         mesh_name, tensor, sharding = mpmd.mesh_tensor_parts(v.type)
         mesh = meshes[mesh_name]
@@ -123,3 +128,26 @@ def test_zero_pipeline_equals_the_original_step() -> None:
         got = PipelineExecutable(parse_module(planned(level)[0], make_context()), jax.devices()[:8]).run(inputs)
         result = compare_outputs(got, want, Tolerance())
         assert result.passed, (level, result.summary_line())
+
+
+def test_auto_takes_zero_3_only_where_zero_2_does_not_fit() -> None:
+    """zero-stage=auto with a memory limit between stage 0's ZeRO-3 and ZeRO-2 peaks (and
+    above stage 1's ZeRO-2 peak): stage 0 takes level 3, stage 1 keeps level 2, each as
+    costed alone; the plan is recorded per stage and computes the original step."""
+    two, three = (planned(level)[1]["stages"] for level in (2, 3))
+    limit = (two[0]["peak_bytes"] + three[0]["peak_bytes"]) / 2
+    assert three[0]["peak_bytes"] < limit < two[0]["peak_bytes"] and two[1]["peak_bytes"] <= limit
+    assert three[1]["latency_s"] > two[1]["latency_s"]  # ZeRO-3's gathers cost time
+    text, auto = planned("auto", f"memory-limit={limit}")
+    assert auto["zero_stage"] == "auto"
+    assert [s["zero_stage"] for s in auto["stages"]] == [3, 2]
+    for got, want in zip(auto["stages"], (three[0], two[1]), strict=True):
+        for key in ("latency_s", "peak_bytes", *COMPONENTS):
+            assert got[key] == pytest.approx(want[key]), key
+    with pytest.raises(PassFailure, match=r"stage 0 .* needs \d+ bytes per device"):  # ZeRO-2 alone: none
+        planned(2, f"memory-limit={limit}")
+    inputs = example_inputs("gpt", "tiny", seed=0)
+    want = compile_reference(parse_module(exported("gpt"), make_context()), jax.devices()[0]).run(inputs)
+    got = PipelineExecutable(parse_module(text, make_context()), jax.devices()[:8]).run(inputs)
+    result = compare_outputs(got, want, Tolerance())
+    assert result.passed, result.summary_line()
