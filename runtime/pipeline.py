@@ -57,7 +57,7 @@ from .fragments import FragmentCache
 from .instruction_order import choose_schedule, donations, last_uses, order
 from .memory_kinds import check_memories, host_bytes, in_memory
 from .pipeline_program import Instruction, Move, Run, Slot, read_program
-from .process_order import ordered, settle, spans_processes
+from .process_order import one_at_a_time, ordered, settle, spans_processes
 from .signature import Signature, check_inputs
 from .spmd import Program
 from .stage_placement import place_stages
@@ -176,9 +176,11 @@ class PipelineExecutable:
                             for ins in self.instructions)
         self._collector = UnionMover()
         self._declared: dict[Slot, NamedSharding] = {}
+        # one program in flight at a time (`process_order.one_at_a_time`)
+        self._serial = one_at_a_time(d for p in self.programs if p is not None for d in p.mesh.devices)
         self._spanning = {p.mesh.devices: spans_processes(p.mesh.devices) for p in self.programs if p is not None}
         self._reshard: dict[int, tuple[bool, ...]] = {}  # RUN index -> inputs to reshard
-        self._batches = _batches(self.instructions, not trace, self.routes)
+        self._batches = _batches(self.instructions, not (trace or self._serial), self.routes)
         self.last = StepStats()
         # Called after each batch of `step`, before its frees (`device_peaks`).
         self._observe: Callable[[int, dict[Slot, jax.Array]], None] | None = None
@@ -286,9 +288,11 @@ class PipelineExecutable:
                 for k in range(first, last):
                     moved += self._move_across(k, env)
                     stats.moves += self.routes[k] is Route.ACROSS
-            if self.trace:  # batches are single instructions then
+            if self.trace or self._serial:  # batches are single instructions then
+                settle()
                 jax.block_until_ready([env[s] for s in (ins.outputs if isinstance(ins, Run) else (ins.target,))
                                        if s in env])
+            if self.trace:
                 stats.events.append(TraceEvent(ins.stage, self._event_name(ins), t0 - started,
                                                time.perf_counter() - started, moved))
             if self._observe is not None:

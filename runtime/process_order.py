@@ -44,6 +44,19 @@ def spans_processes(devices: Iterable[jax.Device]) -> bool:
     return len({d.process_index for d in devices}) > 1
 
 
+def one_at_a_time(devices: Iterable[jax.Device]) -> bool:
+    """Whether this process must wait for each program (and each move) before it
+    dispatches the next one: on the CPU client of a multi-process job, where every
+    collective is a gloo collective, even between the devices of one process. Each
+    device runs a program as soon as its own inputs are ready, so two programs with
+    collectives in flight on the same devices can enter them in different orders on
+    different devices and wait for each other forever (measured: a 2-process pipeline
+    hung about one run in ten on 2 busy cores, four threads of one process inside an
+    all-reduce, its peer's inside a collective-permute waiting for it). GPUs order a
+    device's work on its stream and are not affected."""
+    return jax.process_count() > 1 and any(d.platform == "cpu" for d in devices)
+
+
 def chained(rows: NamedSharding, dispatch: Callable[[jax.Array], tuple[T, jax.Array]]) -> T:
     """`dispatch(token)` starts a program over the devices of `rows` (a 1-D mesh; the
     token is an int32 vector with one element per device, sharded as `rows`) and returns
