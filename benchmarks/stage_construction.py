@@ -162,18 +162,27 @@ def batch_size(case: Case) -> int:
     return _config(case)[1].batch_size  # type: ignore[attr-defined]
 
 
+def export(case: Case, dtype: str, work: Path, timeout: float) -> tuple[Path, str]:
+    """The case's step exported with abstract shapes into `work` (once); returns its path
+    and an error line ("" when it worked)."""
+    src = work / f"{case.model}-{case.size}-{dtype}.mlir"
+    if not src.exists():
+        cmd = [str(BIN / "alpa-export"), case.model, "--preset", case.preset or case.size,
+               "--dtype", dtype, "--no-debug-info", "-o", str(src)]
+        for item in case.overrides:
+            cmd += ["--set", item]
+        status, err, _, _ = _run(cmd, timeout)
+        if status != 0:
+            return src, f"export: {_error_line(err)}"
+    return src, ""
+
+
 def run_case(case: Case, args: argparse.Namespace, work: Path) -> dict[str, object]:
     """Export, count FLOPs, plan; returns the row's figures (or `error`)."""
     row: dict[str, object] = {"case": case, "params": num_params(case)}
-    src = work / f"{case.model}-{case.size}-{args.dtype}.mlir"
-    if not src.exists():
-        cmd = [str(BIN / "alpa-export"), case.model, "--preset", case.preset or case.size,
-               "--dtype", args.dtype, "--no-debug-info", "-o", str(src)]
-        for item in case.overrides:
-            cmd += ["--set", item]
-        status, err, _, _ = _run(cmd, args.case_timeout)
-        if status != 0:
-            return {**row, "error": f"export: {_error_line(err)}"}
+    src, error = export(case, args.dtype, work, args.case_timeout)
+    if error:
+        return {**row, "error": error}
     flops_json = work / f"{case.model}-{case.size}-{args.dtype}.flops.json"
     if not flops_json.exists():
         pipeline = f"builtin.module(alpa-inline-calls,alpa-annotate-flops{{report={flops_json}}})"

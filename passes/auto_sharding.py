@@ -142,7 +142,7 @@ class AutoShardingPass(ClusterOptions, StepArgOptions, Pass):
         rule_ctx = RuleContext(
             mesh, 1.0 / cluster.peak_flops,
             Options(allow_all_to_all=self.allow_all_to_all, prefer_reduce_scatter=self.prefer_reduce_scatter),
-            factors,
+            factors, cluster.flop_costs(),
         )
         args = self.step_args(graph, ctx, func.location)
         aliases = donated_args(func)  # layouts tied only where the buffers really are shared

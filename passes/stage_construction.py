@@ -6,9 +6,9 @@ import enum
 import json
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from jax.extend.mlir import ir
 
@@ -23,6 +23,7 @@ from alpa_mlir.dialect_utils.attributes import (
     write_memory_plan,
 )
 from alpa_mlir.dialect_utils.graph import FunctionGraph
+from alpa_mlir.dialect_utils.op_factors import factor_rules
 from alpa_mlir.dialect_utils.output_files import write_atomically
 from alpa_mlir.dialect_utils.schedules import ScheduleKind, in_flight
 from alpa_mlir.dialect_utils.shardy import strip_shardings
@@ -36,6 +37,7 @@ from alpa_mlir.dialect_utils.stage_plan import (
 from .inlined_main import inlined_main
 from .pass_base import Pass, PassContext
 from .pipeshard import zero
+from .pipeshard.accumulation import SplitStep
 from .pipeshard.cost_source import CostCache, StageCost
 from .pipeshard.fragments import FragmentError, mesh_name, write_mpmd
 from .pipeshard.manual_plan import plan_manual
@@ -47,8 +49,10 @@ from .pipeshard.stage_cost import AXES, LayerCostModel
 from .pipeshard.stage_dp import StageDPError, StagePlan, plan_stages
 from .pipeshard.stage_sharding import shard_stages, zero_values
 from .pipeshard.submesh_space import Cluster, SubmeshShape, SubmeshSpace, logical_shapes
+from .sharding.batch_dims import batch_dims
 from .sharding.cluster import ClusterSpec
 from .sharding.mesh import MeshShape
+from .sharding.step_args import StepArgs
 from .shared_options import ClusterOptions, StepArgOptions
 
 
@@ -62,6 +66,17 @@ class LogicalChoice(enum.Enum):
     ALL = "all"
     DATA = "data"
     MODEL = "model"
+
+
+class Prepared(NamedTuple):
+    """What `StageConstructionPass.prepare` leaves for the DP: @main, its layer count,
+    its step arguments, the microbatch split and the layers' cost model."""
+
+    main: ir.Operation
+    num_layers: int
+    args: StepArgs
+    step: SplitStep
+    costs: LayerCostModel
 
 
 @dataclass(frozen=True)
@@ -168,7 +183,53 @@ class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
     def run(self, module: ir.Module, ctx: PassContext) -> None:
         started = time.perf_counter()
         spec = self.cluster_spec()
-        cluster = Cluster(spec.hosts, spec.devices_per_host)
+        main, num_layers, args, step, costs = self.prepare(module, ctx)
+        memory = self.device_memory(spec)
+        plan, dp_seconds = self.plan(ctx, main, costs, num_layers)
+        stage_of_layer = [k for k, s in enumerate(plan.stages) for _ in range(s.layer_start, s.layer_end + 1)]
+        meshes = [S.Mesh.from_shape(tuple(s.logical_shape), AXES) for s in plan.stages]
+        chosen, choices = self.memory_plans(plan, costs, memory)
+        residency = [r for c in choices for r in c.residency]
+        planned = time.perf_counter()
+        recompute = {k for k, r in enumerate(residency) if r in (Residency.RECOMPUTE, Residency.SELECTIVE)}
+        selective = {k for k, r in enumerate(residency) if r is Residency.SELECTIVE}
+        recomputed = rematerialize(step.function, recompute, selective) if recompute else 0
+        try:
+            summary = write_mpmd(module, main, step, stage_of_layer, meshes)
+        except FragmentError as e:
+            ctx.fail(str(e), e.location)
+        written = time.perf_counter()
+        sharded = None
+        if self.shard_stages:
+            logical = {mesh_name(k): costs.mesh(s.logical_shape) for k, s in enumerate(plan.stages)}
+            levels = {mesh_name(k): c.zero_stage for k, c in enumerate(chosen)}
+            zero_split = zero_values(module, frozenset(args.state), levels)
+            sharded = shard_stages(module, logical, spec, self.time_limit, zero_split)
+        offload = {k for k, r in enumerate(residency) if r is Residency.OFFLOAD}
+        offloaded = offload_activations(module, offload) if offload else 0
+        record = self._record(spec, plan, costs, memory, chosen, choices, summary.fragments, summary.transfers,
+                              {"enabled": self.remat, "recomputed_ops": recomputed,
+                               "mode": self.memory_plan.value, "offloaded_values": offloaded},
+                              None if sharded is None else
+                              {"fragments": sharded.fragments, "constraints": sharded.constraints})
+        write_stage_plan(module, record)
+        write_memory_plan(module, residency)
+        data = record.to_json()
+        data["timing"] = {"dp_s": dp_seconds, "layer_ilp_s": costs.stats.seconds,
+                          "total_s": time.perf_counter() - started, "write_s": written - planned,
+                          "shard_stages_s": time.perf_counter() - written}
+        if self.report:
+            try:
+                write_atomically(self.report, json.dumps(data, indent=2, sort_keys=True) + "\n")
+            except OSError as e:
+                ctx.fail(f"cannot write report '{self.report}': {e.strerror}")
+
+    def prepare(self, module: ir.Module, ctx: PassContext, grid: bool = False) -> Prepared:
+        """The step split into microbatches and the cost model of its layers (what the
+        stage DP reads); `grid`: cost Megatron-style grid plans (`LayerCostModel`'s
+        `grid`) instead of the ILP's free choice. Changes `module` as `run` does up to
+        the DP."""
+        spec = self.cluster_spec()
         main = inlined_main(module, ctx, self.NAME)
         if NUM_LAYERS_ATTR not in main.attributes:
             ctx.fail(f"{self.NAME} needs alpa.layer on every op: run alpa-layer-construction first",
@@ -193,46 +254,9 @@ class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
                      main.location)
         costs = LayerCostModel(micro, num_layers, spec, state, params, self.time_limit, remat=self.remat,
                                zero_stage=self.zero_stage, memory_plan=self.memory_plan,
-                               layer_memory=self.layer_memory)
-        memory = self.device_memory(spec)
-        plan, dp_seconds = self._plan(ctx, main, cluster, costs, num_layers, memory)
-        stage_of_layer = [k for k, s in enumerate(plan.stages) for _ in range(s.layer_start, s.layer_end + 1)]
-        meshes = [S.Mesh.from_shape(tuple(s.logical_shape), AXES) for s in plan.stages]
-        chosen, choices = self._memory_plans(plan, costs, memory)
-        residency = [r for c in choices for r in c.residency]
-        planned = time.perf_counter()
-        recompute = {k for k, r in enumerate(residency) if r in (Residency.RECOMPUTE, Residency.SELECTIVE)}
-        selective = {k for k, r in enumerate(residency) if r is Residency.SELECTIVE}
-        recomputed = rematerialize(step.function, recompute, selective) if recompute else 0
-        try:
-            summary = write_mpmd(module, main, step, stage_of_layer, meshes)
-        except FragmentError as e:
-            ctx.fail(str(e), e.location)
-        written = time.perf_counter()
-        sharded = None
-        if self.shard_stages:
-            logical = {mesh_name(k): costs.mesh(s.logical_shape) for k, s in enumerate(plan.stages)}
-            levels = {mesh_name(k): c.zero_stage for k, c in enumerate(chosen)}
-            zero_split = zero_values(module, frozenset(args.state), levels)
-            sharded = shard_stages(module, logical, spec.peak_flops, self.time_limit, zero_split)
-        offload = {k for k, r in enumerate(residency) if r is Residency.OFFLOAD}
-        offloaded = offload_activations(module, offload) if offload else 0
-        record = self._record(spec, plan, costs, memory, chosen, choices, summary.fragments, summary.transfers,
-                              {"enabled": self.remat, "recomputed_ops": recomputed,
-                               "mode": self.memory_plan.value, "offloaded_values": offloaded},
-                              None if sharded is None else
-                              {"fragments": sharded.fragments, "constraints": sharded.constraints})
-        write_stage_plan(module, record)
-        write_memory_plan(module, residency)
-        data = record.to_json()
-        data["timing"] = {"dp_s": dp_seconds, "layer_ilp_s": costs.stats.seconds,
-                          "total_s": time.perf_counter() - started, "write_s": written - planned,
-                          "shard_stages_s": time.perf_counter() - written}
-        if self.report:
-            try:
-                write_atomically(self.report, json.dumps(data, indent=2, sort_keys=True) + "\n")
-            except OSError as e:
-                ctx.fail(f"cannot write report '{self.report}': {e.strerror}")
+                               layer_memory=self.layer_memory,
+                               grid=_batch_dims(step, args.batch) if grid else None)
+        return Prepared(main, num_layers, args, step, costs)
 
     def _shapes(self, submesh: SubmeshShape) -> tuple[tuple[int, int], ...]:
         shapes = logical_shapes(submesh)
@@ -242,9 +266,14 @@ class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
             return tuple(s for s in shapes if s[0] == 1)
         return shapes
 
-    def _plan(self, ctx: PassContext, main: ir.Operation, cluster: Cluster, costs: LayerCostModel,
-              num_layers: int, memory: float) -> tuple[StagePlan, float]:
+    def plan(self, ctx: PassContext, main: ir.Operation, costs: LayerCostModel,
+             num_layers: int) -> tuple[StagePlan, float]:
+        """The stages as the options say (the DP, uniform or manual) and the seconds it
+        took; fails through `ctx` when no plan fits."""
         m = self.num_microbatches
+        spec = self.cluster_spec()
+        cluster = Cluster(spec.hosts, spec.devices_per_host)
+        memory = self.device_memory(spec)
 
         def cost(first: int, last: int, submesh: SubmeshShape, shape: tuple[int, int]) -> Any:
             if shape not in self._shapes(submesh):
@@ -291,7 +320,7 @@ class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
         shapes = [(s.dims[0], s.dims[1]) for s in self.stage_logical_shapes]
         return ranges, subs, shapes
 
-    def _memory_plans(self, plan: StagePlan, costs: LayerCostModel, memory: float
+    def memory_plans(self, plan: StagePlan, costs: LayerCostModel, memory: float
                       ) -> tuple[list[StageCost], list[StagePlanChoice]]:
         """Each stage's way (its ZeRO level) and memory plan (its layers' residency), as
         the DP costed them."""
@@ -384,3 +413,12 @@ def _state_bytes(graph: FunctionGraph, state_args: frozenset[int]) -> dict[int, 
         if layer is not None:
             found[layer] += arg.info.nbytes
     return dict(found)
+
+
+def _batch_dims(step: SplitStep, batch: Sequence[int]) -> dict[ir.Value, int]:
+    """The batch dim of each value of the microbatch function that has one: the dims
+    linked to dim 0 of the slices of @main's batch arguments (`sharding.batch_dims`)."""
+    slices = range(step.num_inputs, step.num_inputs + step.num_slices)
+    wanted = frozenset(batch)
+    batch_slices = [k for k in slices if step.outside[k].is_argument and step.outside[k].index in wanted]
+    return batch_dims(FunctionGraph(step.function), batch_slices, factor_rules(step.function))

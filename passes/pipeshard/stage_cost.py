@@ -27,6 +27,12 @@ compute of the cheap ops it runs again. With memory-plan=auto a
 stage cost carries each layer's keep / recompute / selective / offload costs (`memory_plan`) and the
 stage DP picks per layer; offloading crosses the cluster's host link.
 
+Grid mode (`grid`, the batch dim of the microbatch function's values): every layer ILP
+chooses only among Megatron-style layouts (`sharding.grid_layouts`: the batch over the
+logical mesh's x, weight matrices split over y); it prices the baselines of
+benchmarks/plan_quality.py and is no pass option (the fragments the pass writes are
+sharded freely).
+
 Approximation, on purpose: layers are costed alone, so the resharding between two layers
 of the same stage is not charged (Alpa profiles whole ranges instead). That makes the
 cost additive, and layers with equal contents (transformer blocks) are solved once per
@@ -35,6 +41,7 @@ logical mesh: the cache key is the layer's outlined function text.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -54,7 +61,7 @@ from alpa_mlir.dialect_utils.graph import FunctionGraph, ValueNode
 from alpa_mlir.dialect_utils.inlining import remap_operands
 from alpa_mlir.dialect_utils.op_factors import FactorTable, factor_rules
 
-from ..sharding import problem
+from ..sharding import grid_layouts, problem
 from ..sharding.cluster import ClusterSpec
 from ..sharding.ilp import SolverOptions, solve
 from ..sharding.mesh import LogicalMesh
@@ -105,14 +112,17 @@ class LayerCostModel:
                  state_bytes: Mapping[int, float], param_inputs: Mapping[int, int],
                  time_limit: float = 30.0, remat: bool = False, zero_stage: zero.ZeroStage | int = 0,
                  memory_plan: MemoryPlanMode = MemoryPlanMode.FIXED,
-                 layer_memory: Sequence[Residency] = ()) -> None:
+                 layer_memory: Sequence[Residency] = (),
+                 grid: Mapping[ir.Value, int] | None = None) -> None:
         """`state_bytes[l]`: optimizer-state bytes that follow layer l's parameters;
         `param_inputs`: micro-function argument index -> 1 for parameters;
         `zero_stage`: the ZeRO level, or the levels each stage may take (`zero`: every
         stage cost then carries one way per level); `memory_plan`: AUTO gives every stage
         cost its layers' residency options (`memory_plan`), FIXED keeps every layer's
         activations, or recomputes every layer with `remat`, MANUAL does with each layer
-        what `layer_memory` says."""
+        what `layer_memory` says; `grid`: the batch dim of each value of `micro` that
+        has one, to cost Megatron-style grid plans (`sharding.grid_layouts`) instead
+        of the ILP's free choice."""
         self.micro = micro
         self.cluster = cluster
         self.num_layers = num_layers
@@ -124,13 +134,28 @@ class LayerCostModel:
         self.layer_memory = tuple(layer_memory)
         self.levels = (zero_stage.levels if isinstance(zero_stage, zero.ZeroStage)
                        else (zero.check_level(zero_stage),))
+        self.grid = grid
         self.stats = CostStats()
+        self._grid_dims: dict[int, dict[ir.Value, int]] = {}  # per outlined layer
         self._layers = _layer_ops(micro, num_layers)
         self._keys: dict[int, str] = {}
         self._outlined: dict[int, tuple[ir.Module, ir.Operation, list[ValueNode]]] = {}
         self._factors: dict[int, FactorTable] = {}  # per outlined layer, for every shape
         self._by_key: dict[tuple[str, tuple[int, int], int], LayerCost] = {}
         self._layer_cost: dict[tuple[int, tuple[int, int], int], LayerCost] = {}
+
+    def variant(self, remat: bool | None = None, memory_plan: MemoryPlanMode | None = None,
+                levels: Sequence[int] | None = None) -> LayerCostModel:
+        """The same model under another policy (fixed remat, memory plan, ZeRO levels),
+        sharing the layer costs solved so far and to come."""
+        other = copy.copy(self)
+        if remat is not None:
+            other.remat = remat
+        if memory_plan is not None:
+            other.memory_plan = memory_plan
+        if levels is not None:
+            other.levels = tuple(zero.check_level(level) for level in levels)
+        return other
 
     def mesh(self, shape: tuple[int, int]) -> LogicalMesh:
         return self.cluster.logical_mesh(shape, AXES)
@@ -241,6 +266,8 @@ class LayerCostModel:
                 for old, new in zip(graph.ops[i].results, clone.results, strict=True):
                     mapping[old.value] = new
             func.ReturnOp([mapping[r.value] for r in results], ip=ip)
+        if self.grid is not None:
+            self._grid_dims[layer] = {new: self.grid[old] for old, new in mapping.items() if old in self.grid}
         self._keys[layer] = str(fn)
         entry = (module, fn.operation, outside)
         self._outlined[layer] = entry
@@ -271,11 +298,21 @@ class LayerCostModel:
         split = {arg.index for arg, kind in zip(graph.args, kinds, strict=True)
                  if kind is not None and zero.splits(level, kind)}
 
-        def layouts(arg: ValueNode, specs: list[TensorSpec]) -> list[TensorSpec]:
-            return zero.narrow(specs, mesh) if arg.index in split else specs
+        dims = self._grid_dims.get(layer) if self.grid is not None else None
 
-        ctx = RuleContext(mesh, 1.0 / self.cluster.peak_flops, Options(), self._factors[layer])
-        sg = problem.build(graph, ctx, arg_layouts=layouts)
+        def layouts(arg: ValueNode, specs: list[TensorSpec]) -> list[TensorSpec]:
+            if arg.index in split:
+                return zero.narrow(specs, mesh)
+            if dims is None:
+                return specs
+            kind = kinds[arg.index]
+            return grid_layouts.argument_layouts(specs, dims.get(arg.value), kind is not None,
+                                                 kind is zero.StateKind.PARAMETER, mesh)
+
+        ctx = RuleContext(mesh, 1.0 / self.cluster.peak_flops, Options(), self._factors[layer],
+                          self.cluster.flop_costs())
+        ops = None if dims is None else grid_layouts.op_layouts(dims, mesh)
+        sg = problem.build(graph, ctx, arg_layouts=layouts, op_strategies=ops)
         solution = solve(problem.to_problem(sg, [], None), SolverOptions(time_limit=self.time_limit))
         choices = solution.choices
         params = param_total = optimizer_share = 0.0

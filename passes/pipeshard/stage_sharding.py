@@ -38,6 +38,7 @@ from alpa_mlir.dialect_utils.graph import FunctionGraph, ValueNode
 from alpa_mlir.dialect_utils.op_factors import FactorTable, factor_rules
 
 from ..sharding import annotate, problem
+from ..sharding.cluster import ClusterSpec
 from ..sharding.ilp import SolverOptions, solve
 from ..sharding.mesh import LogicalMesh
 from ..sharding.spec import TensorSpec
@@ -53,14 +54,14 @@ class ShardingSummary:
     objective: float  # sum of the fragments' ILP objectives
 
 
-def shard_stages(module: ir.Module, meshes: Mapping[str, LogicalMesh], peak_flops: float,
+def shard_stages(module: ir.Module, meshes: Mapping[str, LogicalMesh], cluster: ClusterSpec,
                  time_limit: float = 30.0, split: frozenset[ir.Value] = frozenset()) -> ShardingSummary:
     """Shard every fragment (module docstring). `meshes`: mesh name -> logical mesh;
     `split`: values ZeRO splits over their stage's devices (`zero_values`)."""
     funcs = mpmd.program_functions(module)
     main = funcs["main"]
     callees = [f for name, f in funcs.items() if name != "main"]
-    state = _State(meshes, peak_flops, time_limit, factor_rules(module), split)
+    state = _State(meshes, cluster, time_limit, factor_rules(module), split)
     callee_args: dict[str, list[S.Sharding | None]] = {}
     callee_results: dict[str, list[S.Sharding | None]] = {}
     for fn in callees:
@@ -75,12 +76,12 @@ def shard_stages(module: ir.Module, meshes: Mapping[str, LogicalMesh], peak_flop
 
 
 class _State:
-    def __init__(self, meshes: Mapping[str, LogicalMesh], peak_flops: float, time_limit: float,
+    def __init__(self, meshes: Mapping[str, LogicalMesh], cluster: ClusterSpec, time_limit: float,
                  factors: FactorTable, split: frozenset[ir.Value]) -> None:
         self.meshes = meshes
         self.split = split
         self.factors = factors
-        self.peak_flops = peak_flops
+        self.cluster = cluster
         self.time_limit = time_limit
         self.decided: dict[ir.Value, S.Sharding | None] = {}
         self.fragments = 0
@@ -136,7 +137,7 @@ class _State:
             keep = [s for s in specs if s == want]
             return keep or specs
 
-        ctx = RuleContext(mesh, 1.0 / self.peak_flops, Options(), self.factors)
+        ctx = RuleContext(mesh, 1.0 / self.cluster.peak_flops, Options(), self.factors, self.cluster.flop_costs())
         sg = problem.build(graph, ctx, frozenset(), narrow)
         solution = solve(problem.to_problem(sg, [], None), SolverOptions(time_limit=self.time_limit))
         choices = solution.choices

@@ -1,6 +1,8 @@
 """Cluster descriptions: devices, memory, links. Presets ship as JSON beside this module.
 
-A cluster is `hosts x devices_per_host` devices with a peak FLOP rate and memory each,
+A cluster is `hosts x devices_per_host` devices with a peak FLOP rate (and optionally one
+per compute element type, `peak_flops_by_dtype`: V100 tensor cores run fp16 8x faster
+than fp32) and memory each,
 an intra-host and an inter-host link (bandwidth in bytes/s, latency in s), and the link
 between a device and its host's memory (`host_link`, what offloading activations
 crosses; default `DEFAULT_HOST_LINK`, PCIe 3.0 x16). The preset
@@ -54,6 +56,7 @@ class ClusterSpec:
     mesh_alpha: tuple[float, ...] | None = None  # explicit per-axis overrides
     mesh_beta: tuple[float, ...] | None = None
     host_link: Link = DEFAULT_HOST_LINK  # device <-> host memory
+    peak_flops_by_dtype: tuple[tuple[str, float], ...] = ()  # (MLIR element type, FLOP/s); others: peak_flops
 
     def __post_init__(self) -> None:
         if self.hosts < 1 or self.devices_per_host < 1:
@@ -64,6 +67,7 @@ class ClusterSpec:
             ("intra_host.bandwidth", self.intra_host.bandwidth),
             ("inter_host.bandwidth", self.inter_host.bandwidth),
             ("host_link.bandwidth", self.host_link.bandwidth),
+            *((f"peak_flops_by_dtype.{dtype}", peak) for dtype, peak in self.peak_flops_by_dtype),
         ):
             if not (math.isfinite(value) and value > 0):
                 raise ClusterError(f"cluster {self.name}: {what} must be a finite number > 0, got {value}")
@@ -74,6 +78,10 @@ class ClusterSpec:
         for what, value in latencies:
             if not (math.isfinite(value) and value >= 0):
                 raise ClusterError(f"cluster {self.name}: {what} must be a finite number >= 0, got {value}")
+
+    def flop_costs(self) -> dict[str, float]:
+        """Seconds per FLOP per element type the description names (`RuleContext`)."""
+        return {dtype: 1.0 / peak for dtype, peak in self.peak_flops_by_dtype}
 
     @property
     def num_devices(self) -> int:
@@ -128,6 +136,7 @@ def cluster_from_dict(data: dict[str, Any], origin: str) -> ClusterSpec:
             mesh_beta=tuple(map(float, data["mesh_beta"])) if "mesh_beta" in data else None,
             host_link=(DEFAULT_HOST_LINK if host is None
                        else Link(float(host["bandwidth"]), float(host["latency"]))),
+            peak_flops_by_dtype=_peaks(device.get("peak_flops_by_dtype", {}), origin),
         )
     except KeyError as e:
         raise ClusterError(f"cluster {origin}: missing key {e.args[0]!r}") from None
@@ -135,6 +144,13 @@ def cluster_from_dict(data: dict[str, Any], origin: str) -> ClusterSpec:
         if isinstance(e, ClusterError):
             raise
         raise ClusterError(f"cluster {origin}: {e}") from None
+
+
+def _peaks(data: Any, origin: str) -> tuple[tuple[str, float], ...]:
+    if not isinstance(data, dict):
+        raise ClusterError(f"cluster {origin}: device.peak_flops_by_dtype must be a JSON object of element "
+                           f"type -> FLOP/s (e.g. {{\"f16\": 1.25e14, \"f32\": 1.57e13}}), got {type(data).__name__}")
+    return tuple(sorted((str(dtype), float(peak)) for dtype, peak in data.items()))
 
 
 def preset_names() -> list[str]:

@@ -63,7 +63,7 @@ def strategies_for(node: OpNode, ctx: RuleContext) -> tuple[list[Strategy] | Fol
     candidates = follow_candidates(node, rule)
     if not candidates:
         return [replicated_strategy(node, ctx)], True
-    op = _OpCost.of(node)
+    op = _OpCost.of(node, ctx)
 
     def derive(k: int, spec: TensorSpec) -> Strategy:
         return _strategy(op, follow_layouts(rule, k, spec, ctx), ctx, "follow")[0]
@@ -85,7 +85,7 @@ def replicated_strategy(node: OpNode, ctx: RuleContext, name: str = "replicated"
     """Everything replicated: always correct, costs the full compute on every device."""
     outputs = tuple(replicated(r.info.rank) for r in node.results)
     inputs = tuple(replicated(o.info.rank) if o.info.rank else None for o in node.operands)
-    compute = op_flops(node) * ctx.flop_cost
+    compute = op_flops(node) * ctx.seconds_per_flop(node)
     return Strategy(name, outputs, inputs, compute, compute=compute)
 
 
@@ -161,11 +161,12 @@ class _OpCost:
     flops: int
     result_bytes: tuple[int, ...]
     result_shapes: tuple[tuple[int, ...], ...]
+    seconds_per_flop: float
 
     @classmethod
-    def of(cls, node: OpNode) -> _OpCost:
+    def of(cls, node: OpNode, ctx: RuleContext) -> _OpCost:
         return cls(op_flops(node), tuple(r.info.nbytes for r in node.results),
-                   tuple(r.info.shape for r in node.results))
+                   tuple(r.info.shape for r in node.results), ctx.seconds_per_flop(node))
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ def _strategy(op: _OpCost, lay: _Layouts, ctx: RuleContext, name: str,
               scatter: bool = False) -> list[Strategy]:
     """The strategy (or, with `scatter`, the reduce-scatter variants) of an assignment."""
     mesh = ctx.mesh
-    compute = op.flops * ctx.flop_cost / lay.pieces
+    compute = op.flops * op.seconds_per_flop / lay.pieces
     if not lay.partial:
         return [Strategy(name, lay.outputs, lay.inputs, compute, compute=compute)]
     local = sum(nbytes / shard_count(spec, mesh) for nbytes, spec in zip(op.result_bytes, lay.outputs, strict=True))
@@ -241,7 +242,7 @@ def _assignments(node: OpNode, rule: OpFactors, ctx: RuleContext, mesh_axes: lis
                  factors: list[int], idle: bool) -> list[Strategy]:
     choices: list[int | None] = [*factors, None] if idle else list(factors)
     found: list[Strategy] = []
-    op = _OpCost.of(node)
+    op = _OpCost.of(node, ctx)
     for choice in itertools.product(choices, repeat=len(mesh_axes)):
         per_factor: list[list[int]] = [[] for _ in rule.sizes]
         for axis, f in zip(mesh_axes, choice, strict=True):

@@ -16,11 +16,12 @@ no per-op table.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from alpa_mlir.dialect_utils.collective_kind import CollectiveKind
+from alpa_mlir.dialect_utils.graph import OpNode
 from alpa_mlir.dialect_utils.op_factors import FactorTable
 
 from .mesh import Axes, LogicalMesh
@@ -75,12 +76,25 @@ class Options:
     prefer_reduce_scatter: bool = False
 
 
+def compute_dtype(node: OpNode) -> str:
+    """The element type an op computes in, for its peak FLOP rate: its first operand's
+    (a dot of fp16 operands runs on fp16 tensor cores whatever it accumulates in), else
+    its first result's."""
+    values = node.operands or node.results
+    return values[0].info.dtype if values else ""
+
+
 @dataclass(frozen=True)
 class RuleContext:
     mesh: LogicalMesh
-    flop_cost: float  # seconds per FLOP on one device
+    flop_cost: float  # seconds per FLOP on one device, for a dtype `dtype_flop_costs` lacks
     options: Options = field(default_factory=Options)
     factors: FactorTable = field(default_factory=dict)  # op -> its factors (op_factors)
+    dtype_flop_costs: Mapping[str, float] = field(default_factory=dict)  # per element type (ClusterSpec)
     # The generators' memo of layouts derived per (rule, operand, layout): one planning
     # run's, filled as it goes.
     memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def seconds_per_flop(self, node: OpNode) -> float:
+        """One device's seconds per FLOP of `node`, at the peak of its `compute_dtype`."""
+        return self.dtype_flop_costs.get(compute_dtype(node), self.flop_cost)

@@ -69,3 +69,11 @@
 module {
   func.func private @main(%arg0: tensor<4xf32>) -> tensor<4xf32>
 }
+
+// Per-dtype peaks that are not positive numbers, or not an object.
+// RUN: echo '{"hosts": 1, "devices_per_host": 8, "device": {"peak_flops": 1e12, "memory_bytes": 1e9, "peak_flops_by_dtype": {"f16": -1}}, "intra_host": {"bandwidth": 1e9, "latency": 0}, "inter_host": {"bandwidth": 1e9, "latency": 0}}' > %t.dtype.json
+// RUN: not alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=%t.dtype.json})' 2>&1 | filecheck %s --check-prefix=CLUSTER-DTYPE
+// CLUSTER-DTYPE: error: invalid options for alpa-auto-sharding: cluster {{.*}}dtype.json: peak_flops_by_dtype.f16 must be a finite number > 0, got -1.0
+// RUN: echo '{"hosts": 1, "devices_per_host": 8, "device": {"peak_flops": 1e12, "memory_bytes": 1e9, "peak_flops_by_dtype": [1]}, "intra_host": {"bandwidth": 1e9, "latency": 0}, "inter_host": {"bandwidth": 1e9, "latency": 0}}' > %t.dtypes.json
+// RUN: not alpa-opt %s --pass-pipeline='builtin.module(alpa-auto-sharding{cluster=%t.dtypes.json})' 2>&1 | filecheck %s --check-prefix=CLUSTER-DTYPES
+// CLUSTER-DTYPES: error: invalid options for alpa-auto-sharding: cluster {{.*}}dtypes.json: device.peak_flops_by_dtype must be a JSON object of element type -> FLOP/s

@@ -131,3 +131,32 @@ def test_fused_elementwise_chains_hold_no_buffer_and_keep_their_inputs_alive() -
     assert problem.peak_bytes(sg, choices, lambda n: n.index in (a, b)) == 5 * 1024
     # the exponential read twice and the returned value keep their buffers
     assert e not in problem.fused_nodes(sg) and t not in problem.fused_nodes(sg)
+
+
+def test_compute_is_priced_at_the_peak_of_the_operands_dtype() -> None:
+    """With per-dtype peaks (p3.16xlarge: fp16 on tensor cores, 8x fp32), a dot of fp16
+    operands costs its FLOPs at the fp16 peak even when it accumulates in fp32; an fp32
+    dot at the fp32 peak; a dtype the cluster does not name at the device's peak."""
+    from alpa_mlir.passes.sharding.cluster import load_cluster
+    from alpa_mlir.passes.sharding.factor_strategies import strategies_for
+
+    module, graph = graph_of("""
+    func.func @main(%a: tensor<64x128xf16>, %b: tensor<128x256xf16>, %c: tensor<64x128xf32>,
+                    %d: tensor<128x256xf32>, %e: tensor<64x128xi32>, %f: tensor<128x256xi32>)
+        -> (tensor<64x256xf32>, tensor<64x256xf32>, tensor<64x256xi32>) {
+      %0 = stablehlo.dot_general %a, %b, contracting_dims = [1] x [0] : (tensor<64x128xf16>, tensor<128x256xf16>) -> tensor<64x256xf32>
+      %1 = stablehlo.dot_general %c, %d, contracting_dims = [1] x [0] : (tensor<64x128xf32>, tensor<128x256xf32>) -> tensor<64x256xf32>
+      %2 = stablehlo.dot_general %e, %f, contracting_dims = [1] x [0] : (tensor<64x128xi32>, tensor<128x256xi32>) -> tensor<64x256xi32>
+      return %0, %1, %2 : tensor<64x256xf32>, tensor<64x256xf32>, tensor<64x256xi32>
+    }""")
+    cluster = load_cluster("p3.16xlarge")
+    ctx = RuleContext(LogicalMesh((1,), ("x",), (0.0,), (0.0,)), 1.0 / cluster.peak_flops, factors=factor_rules(module),
+                      dtype_flop_costs=cluster.flop_costs())
+    flops = 2 * 64 * 128 * 256
+    computes = []
+    for node in graph.ops:
+        found, known = strategies_for(node, ctx)
+        assert known and isinstance(found, list)
+        computes.append(found[0].compute)
+    assert computes == [flops / 1.25e14, flops / 1.57e13, flops / cluster.peak_flops]
+    assert dict(cluster.peak_flops_by_dtype) == {"bf16": 1.57e13, "f16": 1.25e14, "f32": 1.57e13}
