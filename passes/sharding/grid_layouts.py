@@ -40,13 +40,13 @@ def batch_split(spec: TensorSpec, dim: int, mesh: LogicalMesh) -> bool:
     return spec[dim] == want and not any(DATA in axes for d, axes in enumerate(spec) if d != dim)
 
 
-def state_split(spec: TensorSpec, rank: int, parameter: bool, mesh: LogicalMesh) -> bool:
+def state_split(spec: TensorSpec, parameter: bool, mesh: LogicalMesh) -> bool:
     """Nothing over x; a parameter of rank >= 2 has exactly one dim over y alone."""
     if any(DATA in axes for axes in spec):
         return False
-    if not parameter or rank < 2 or mesh.shape[MODEL] == 1:
+    if not parameter or len(spec) < 2 or mesh.shape[MODEL] == 1:
         return True
-    return sorted(spec) == sorted([(MODEL,)] + [()] * (rank - 1))
+    return sorted(spec) == sorted([(MODEL,)] + [()] * (len(spec) - 1))
 
 
 def _kept(specs: Sequence[TensorSpec], keep: list[TensorSpec]) -> list[TensorSpec]:
@@ -60,10 +60,10 @@ def argument_layouts(specs: Sequence[TensorSpec], batch_dim: int | None, state: 
     if batch_dim is not None:
         return _kept(specs, [s for s in specs if batch_split(s, batch_dim, mesh)])
     if state:
-        strict = [s for s in specs if state_split(s, len(s), parameter, mesh)]
+        strict = [s for s in specs if state_split(s, parameter, mesh)]
         if strict:
             return strict
-        return _kept(specs, [s for s in specs if state_split(s, len(s), False, mesh)])
+        return _kept(specs, [s for s in specs if state_split(s, False, mesh)])
     return list(specs)
 
 
