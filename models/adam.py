@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from alpa_mlir.models.params import Params
 
@@ -22,6 +23,27 @@ class AdamConfig:
     beta1: float = 0.9  # decay of the first-moment estimate
     beta2: float = 0.999  # decay of the second-moment estimate
     eps: float = 1e-8  # added to the denominator for stability
+
+    def state_shapes(self, param_shapes: Params) -> AdamState:
+        return adam_state_shapes(param_shapes)
+
+    def update(self, grads: Params, state: AdamState, params: Params) -> tuple[Params, AdamState]:
+        return adam_update(self, grads, state, params)
+
+    def warm_state(self, params: Params, rng: np.random.Generator) -> AdamState:
+        """A run in progress: step 10, small moments. Adam's first step divides each
+        gradient by its own magnitude, so float noise in a near-zero gradient becomes a
+        full +-lr update and two correct executions (sharded and not) would differ by
+        that much; a warm state keeps equivalence checks well conditioned."""
+
+        def moment(p: np.ndarray, low: float, high: float) -> np.ndarray:
+            return rng.uniform(low, high, np.shape(p)).astype(np.float32)
+
+        return AdamState(
+            mu=jax.tree.map(lambda p: moment(p, -1e-3, 1e-3), params),
+            nu=jax.tree.map(lambda p: moment(p, 1e-6, 1e-5), params),
+            step=np.asarray(10, np.int32),  # type: ignore[arg-type]
+        )
 
 
 class AdamState(NamedTuple):

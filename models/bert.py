@@ -22,8 +22,8 @@ import numpy as np
 import alpa_mlir.models.layers as L
 import alpa_mlir.models.params as P
 import alpa_mlir.models.transformer as T
-from alpa_mlir.models.adam import AdamConfig
 from alpa_mlir.models.losses import cross_entropy
+from alpa_mlir.models.optimizer import Optimizer
 from alpa_mlir.models.precision import Precision
 from alpa_mlir.models.training import Batch, TrainStep
 from alpa_mlir.models.training import make_train_step as _make_train_step
@@ -148,7 +148,7 @@ def loss(config: BertConfig, params: P.Params, batch: Batch) -> jax.Array:
     return jnp.sum(ce * batch["label_weights"]) / (config.batch_size * config.seq_len)
 
 
-def make_train_step(config: BertConfig, adam: AdamConfig | None = None,
+def make_train_step(config: BertConfig, optimizer: Optimizer | None = None,
                     precision: Precision | None = None) -> TrainStep:
     """`train_step(params, opt_state, batch) -> (new_params, new_opt_state, loss)`."""
-    return _make_train_step(lambda p, b: loss(config, p, b), adam or AdamConfig(), precision)
+    return _make_train_step(lambda p, b: loss(config, p, b), optimizer, precision)

@@ -6,10 +6,11 @@
 
 @main's arguments are, in order, the leaves of (params, opt_state, batch); its results the
 leaves of (new_params, new_opt_state, loss). Leaves follow JAX's pytree order (dict keys
-sorted, lists in order; the Adam state is mu, nu, step). Params and opt_state are donated
+sorted, lists in order; Adam's state is mu, nu, step, Adafactor's nu, step: see
+`optimizer.py`). Params and opt_state are donated
 (`tf.aliasing_output` on those arguments) unless `donate=False`. `precision="bf16"` or
 `"fp16"` exports the mixed-precision step (`precision.py`); the arguments and results
-keep their dtypes (float32 parameters, Adam state and float inputs).
+keep their dtypes (float32 parameters, optimizer state and float inputs).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from alpa_mlir.models.adam import AdamConfig, AdamState, adam_state_shapes
 from alpa_mlir.models.errors import ModelConfigError
+from alpa_mlir.models.optimizer import Optimizer, get_optimizer
 from alpa_mlir.models.params import Params, count_params
 from alpa_mlir.models.precision import Precision
 from alpa_mlir.models.registry import ModelSpec, get_model
@@ -37,17 +38,17 @@ class TrainStepSetup:
 
     model: ModelSpec[Any]  # the zoo entry
     config: Any  # the model's config dataclass (preset + overrides)
-    adam: AdamConfig = field(default_factory=AdamConfig)  # optimizer hyperparameters
+    optimizer: Optimizer = field(default_factory=lambda: get_optimizer("adam"))
     precision: Precision = field(default_factory=Precision)  # compute dtype, loss scale
 
     def train_step(self) -> TrainStep:
         """`train_step(params, opt_state, batch) -> (new_params, new_opt_state, loss)`."""
-        return self.model.make_train_step(self.config, self.adam, self.precision)
+        return self.model.make_train_step(self.config, self.optimizer, self.precision)
 
-    def abstract_args(self) -> tuple[Params, AdamState, Batch]:
+    def abstract_args(self) -> tuple[Params, Any, Batch]:
         """(params, opt_state, batch) as `jax.ShapeDtypeStruct` trees."""
         params = self.model.param_shapes(self.config)
-        return params, adam_state_shapes(params), self.model.batch_shapes(self.config)
+        return params, self.optimizer.state_shapes(params), self.model.batch_shapes(self.config)
 
     def num_params(self) -> int:
         """Parameter count."""
@@ -75,11 +76,8 @@ class TrainStepSetup:
     def example_args(self, seed: int = 0) -> list[np.ndarray]:
         """Concrete inputs, one numpy array per @main argument (small models only).
 
-        The optimizer state is that of a run in progress (step 10, small nonzero moments),
-        not a fresh one: Adam's first step divides each gradient by its own magnitude, so
-        float noise in a near-zero gradient becomes a full +-lr update, and two correct
-        executions (sharded and unsharded) would differ by that much. A warm state keeps
-        the outputs well conditioned for equivalence checks.
+        The optimizer state is that of a run in progress (`Optimizer.warm_state`), not a
+        fresh one, which keeps the outputs well conditioned for equivalence checks.
         """
         n = self.num_params()
         if n > MAX_EXAMPLE_PARAMS:
@@ -88,16 +86,7 @@ class TrainStepSetup:
                 f"models up to {MAX_EXAMPLE_PARAMS:,} (use a smaller preset)"
             )
         params = self.model.init_params(self.config, seed)
-        rng = np.random.default_rng(seed + 1)
-
-        def moment(p: np.ndarray, low: float, high: float) -> np.ndarray:
-            return rng.uniform(low, high, np.shape(p)).astype(np.float32)
-
-        opt_state = AdamState(
-            mu=jax.tree.map(lambda p: moment(p, -1e-3, 1e-3), params),
-            nu=jax.tree.map(lambda p: moment(p, 1e-6, 1e-5), params),
-            step=np.asarray(10, np.int32),
-        )
+        opt_state = self.optimizer.warm_state(params, np.random.default_rng(seed + 1))
         batch = self.model.example_batch(self.config, np.random.default_rng(seed))
         return [np.asarray(x) for x in jax.tree.leaves((params, opt_state, batch))]
 
@@ -119,14 +108,16 @@ def _leaf_names(prefix: str, tree: Any) -> list[str]:
 
 
 def train_step_setup(
-    model_name: str, preset: str = "tiny", *, adam: AdamConfig | None = None,
+    model_name: str, preset: str = "tiny", *, optimizer: str | Optimizer | None = None,
     precision: str | Precision | None = None, **overrides: Any
 ) -> TrainStepSetup:
     """Look up `model_name`, apply `overrides` (config field -> value) to `preset`;
-    `precision` is a `Precision` or its name (`fp32`, `bf16`, `fp16`)."""
+    `optimizer` is an optimizer or its name (`adam`, the default, or `adafactor`),
+    `precision` a `Precision` or its name (`fp32`, `bf16`, `fp16`)."""
     model = get_model(model_name)
     chosen = precision if isinstance(precision, Precision) else Precision(precision or "fp32")
-    return TrainStepSetup(model, model.config(preset, **overrides), adam or AdamConfig(), chosen)
+    opt = get_optimizer(optimizer or "adam") if optimizer is None or isinstance(optimizer, str) else optimizer
+    return TrainStepSetup(model, model.config(preset, **overrides), opt, chosen)
 
 
 def export_train_step(
@@ -135,20 +126,21 @@ def export_train_step(
     *,
     donate: bool = True,
     debug_info: bool = True,
-    adam: AdamConfig | None = None,
+    optimizer: str | Optimizer | None = None,
     precision: str | Precision | None = None,
     **overrides: Any,
 ) -> str:
     """StableHLO text of the model's training step (abstract shapes: no weights built)."""
-    setup = train_step_setup(model_name, preset, adam=adam, precision=precision, **overrides)
+    setup = train_step_setup(model_name, preset, optimizer=optimizer, precision=precision, **overrides)
     return setup.lower(donate=donate).as_text(debug_info=debug_info)
 
 
 def example_inputs(
-    model_name: str, preset: str = "tiny", *, seed: int = 0, **overrides: Any
+    model_name: str, preset: str = "tiny", *, seed: int = 0,
+    optimizer: str | Optimizer | None = None, **overrides: Any
 ) -> list[np.ndarray]:
     """Random concrete inputs matching @main's arguments (token ids within the vocab)."""
-    return train_step_setup(model_name, preset, **overrides).example_args(seed)
+    return train_step_setup(model_name, preset, optimizer=optimizer, **overrides).example_args(seed)
 
 
 def argument_names(model_name: str, preset: str = "tiny", **overrides: Any) -> list[str]:

@@ -16,8 +16,8 @@ import numpy as np
 
 import alpa_mlir.models.layers as L
 import alpa_mlir.models.params as P
-from alpa_mlir.models.adam import AdamConfig
 from alpa_mlir.models.losses import mean_squared_error
+from alpa_mlir.models.optimizer import Optimizer
 from alpa_mlir.models.precision import Precision
 from alpa_mlir.models.training import Batch, TrainStep
 from alpa_mlir.models.training import make_train_step as _make_train_step
@@ -91,7 +91,7 @@ def loss(config: MLPConfig, params: P.Params, batch: Batch) -> jax.Array:
     return mean_squared_error(predict(params, batch["x"]), batch["y"])
 
 
-def make_train_step(config: MLPConfig, adam: AdamConfig | None = None,
+def make_train_step(config: MLPConfig, optimizer: Optimizer | None = None,
                     precision: Precision | None = None) -> TrainStep:
     """`train_step(params, opt_state, batch) -> (new_params, new_opt_state, loss)`."""
-    return _make_train_step(lambda p, b: loss(config, p, b), adam or AdamConfig(), precision)
+    return _make_train_step(lambda p, b: loss(config, p, b), optimizer, precision)

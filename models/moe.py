@@ -33,9 +33,9 @@ import numpy as np
 import alpa_mlir.models.layers as L
 import alpa_mlir.models.params as P
 import alpa_mlir.models.transformer as T
-from alpa_mlir.models.adam import AdamConfig
 from alpa_mlir.models.errors import ModelConfigError
 from alpa_mlir.models.losses import cross_entropy
+from alpa_mlir.models.optimizer import Optimizer
 from alpa_mlir.models.precision import Precision, in_float32
 from alpa_mlir.models.training import Batch, TrainStep
 from alpa_mlir.models.training import make_train_step as _make_train_step
@@ -251,7 +251,7 @@ def loss(config: MoEConfig, params: P.Params, batch: Batch) -> jax.Array:
     return jnp.mean(cross_entropy(logits, batch["labels"])) + config.aux_loss_weight * aux
 
 
-def make_train_step(config: MoEConfig, adam: AdamConfig | None = None,
+def make_train_step(config: MoEConfig, optimizer: Optimizer | None = None,
                     precision: Precision | None = None) -> TrainStep:
     """`train_step(params, opt_state, batch) -> (new_params, new_opt_state, loss)`."""
-    return _make_train_step(lambda p, b: loss(config, p, b), adam or AdamConfig(), precision)
+    return _make_train_step(lambda p, b: loss(config, p, b), optimizer, precision)

@@ -17,8 +17,8 @@ import alpa_mlir.models.gpt as gpt
 import alpa_mlir.models.mlp as mlp
 import alpa_mlir.models.moe as moe
 import alpa_mlir.models.wide_resnet as wide_resnet
-from alpa_mlir.models.adam import AdamConfig
 from alpa_mlir.models.errors import ModelConfigError
+from alpa_mlir.models.optimizer import Optimizer
 from alpa_mlir.models.params import Params, SpecTree, abstract_params, count_params, init_params
 from alpa_mlir.models.precision import Precision
 from alpa_mlir.models.training import Batch, TrainStep
@@ -36,7 +36,7 @@ class ModelSpec(Generic[C]):
     param_specs: Callable[[C], SpecTree]  # parameter shapes and initializers
     batch_shapes: Callable[[C], Batch]  # abstract batch
     example_batch: Callable[[C, np.random.Generator], dict[str, np.ndarray]]  # random batch
-    make_train_step: Callable[[C, AdamConfig | None, Precision | None], TrainStep]  # the training step
+    make_train_step: Callable[[C, Optimizer | None, Precision | None], TrainStep]  # the training step
 
     def config(self, preset: str = "tiny", **overrides: Any) -> C:
         """The preset's config with `overrides` (config field -> value) applied."""

@@ -1,10 +1,11 @@
-"""The training step every model shares: forward + `jax.grad` backward + Adam update.
+"""The training step every model shares: forward + `jax.grad` backward + optimizer update.
 
 train_step(params, opt_state, batch) -> (new_params, new_opt_state, loss)
 
 In mixed precision (`precision.Precision`) the loss function sees the parameters and
 the batch's float inputs cast to the compute dtype; the loss is returned in float32, and
-gradients, parameters and the Adam state are float32.
+gradients, parameters and the optimizer state are float32. The optimizer
+(`optimizer.Optimizer`) defaults to Adam.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any, TypeAlias
 import jax
 import jax.numpy as jnp
 
-from alpa_mlir.models.adam import AdamConfig, AdamState, adam_update
+from alpa_mlir.models.adam import AdamConfig
+from alpa_mlir.models.optimizer import Optimizer
 from alpa_mlir.models.params import Params
 from alpa_mlir.models.precision import Precision
 
@@ -23,11 +25,15 @@ from alpa_mlir.models.precision import Precision
 Batch: TypeAlias = dict[str, Any]
 # loss(params, batch) -> scalar
 LossFn: TypeAlias = Callable[[Params, Batch], jax.Array]
-TrainStep: TypeAlias = Callable[[Params, AdamState, Batch], tuple[Params, AdamState, jax.Array]]
+TrainStep: TypeAlias = Callable[[Params, Any, Batch], tuple[Params, Any, jax.Array]]
 
 
-def make_train_step(loss_fn: LossFn, adam: AdamConfig, precision: Precision | None = None) -> TrainStep:
-    """The training step of `loss_fn` with Adam, in `precision` (default fp32)."""
+def make_train_step(
+    loss_fn: LossFn, optimizer: Optimizer | None = None, precision: Precision | None = None
+) -> TrainStep:
+    """The training step of `loss_fn` with `optimizer` (default Adam), in `precision`
+    (default fp32)."""
+    optimizer = optimizer or AdamConfig()
     precision = precision or Precision()
     scale = precision.scale
 
@@ -36,12 +42,12 @@ def make_train_step(loss_fn: LossFn, adam: AdamConfig, precision: Precision | No
         return (loss * scale if scale != 1.0 else loss), loss
 
     def train_step(
-        params: Params, opt_state: AdamState, batch: Batch
-    ) -> tuple[Params, AdamState, jax.Array]:
+        params: Params, opt_state: Any, batch: Batch
+    ) -> tuple[Params, Any, jax.Array]:
         (_, loss), grads = jax.value_and_grad(scaled_loss, has_aux=True)(params, batch)
         if scale != 1.0:
             grads = jax.tree.map(lambda g: g / scale, grads)
-        new_params, new_opt_state = adam_update(adam, grads, opt_state, params)
+        new_params, new_opt_state = optimizer.update(grads, opt_state, params)
         return new_params, new_opt_state, loss
 
     return train_step

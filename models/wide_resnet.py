@@ -31,8 +31,8 @@ from jax import lax
 
 import alpa_mlir.models.layers as L
 import alpa_mlir.models.params as P
-from alpa_mlir.models.adam import AdamConfig
 from alpa_mlir.models.losses import cross_entropy
+from alpa_mlir.models.optimizer import Optimizer
 from alpa_mlir.models.precision import Precision, in_float32
 from alpa_mlir.models.training import Batch, TrainStep
 from alpa_mlir.models.training import make_train_step as _make_train_step
@@ -238,7 +238,7 @@ def loss(config: WideResNetConfig, params: P.Params, batch: Batch) -> jax.Array:
     return jnp.mean(cross_entropy(logits(config, params, batch["images"]), batch["labels"]))
 
 
-def make_train_step(config: WideResNetConfig, adam: AdamConfig | None = None,
+def make_train_step(config: WideResNetConfig, optimizer: Optimizer | None = None,
                     precision: Precision | None = None) -> TrainStep:
     """`train_step(params, opt_state, batch) -> (new_params, new_opt_state, loss)`."""
-    return _make_train_step(lambda p, b: loss(config, p, b), adam or AdamConfig(), precision)
+    return _make_train_step(lambda p, b: loss(config, p, b), optimizer, precision)

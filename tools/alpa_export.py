@@ -2,6 +2,7 @@
 
     alpa-export MODEL [--preset NAME] [--batch-size N] [--seq-len N] [--num-layers N]
                 [--set FIELD=VALUE ...] [--dtype fp32|bf16|fp16] [--loss-scale S]
+                [--optimizer adam|adafactor]
                 [--no-donate] [--no-debug-info] [-o FILE.mlir]
                 [--example-inputs FILE.npz [--seed S]]
     alpa-export --list
@@ -21,6 +22,7 @@ from typing import Any, NoReturn
 from alpa_mlir.dialect_utils.output_files import output_problem, write_atomically
 from alpa_mlir.models.errors import ModelConfigError
 from alpa_mlir.models.export import example_inputs, export_train_step
+from alpa_mlir.models.optimizer import OPTIMIZERS
 from alpa_mlir.models.precision import COMPUTE_DTYPES, DEFAULT_LOSS_SCALE, Precision
 from alpa_mlir.models.registry import all_models, get_model, parse_override
 from alpa_mlir.runtime.inputs import save_inputs
@@ -47,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = _Parser(
         prog=PROG,
-        description="Export the training step (forward, backward, Adam update) of a model "
+        description="Export the training step (forward, backward, optimizer update) of a model "
         "from the zoo as StableHLO text. @main's arguments are the leaves of "
         "(params, opt_state, batch); its results those of (params, opt_state, loss).",
     )
@@ -71,7 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="fp32",
         choices=tuple(COMPUTE_DTYPES),
         help="compute dtype: bf16/fp16 run the forward and backward passes in that dtype, "
-        "with float32 parameters and Adam state (default: fp32)",
+        "with float32 parameters and optimizer state (default: fp32)",
+    )
+    parser.add_argument(
+        "--optimizer",
+        default="adam",
+        choices=tuple(OPTIMIZERS),
+        help="the update: adam (first and second moments per parameter) or adafactor (no "
+        "momentum, factored second moments: Alpa's MoE benchmark) (default: adam)",
     )
     parser.add_argument(
         "--loss-scale",
@@ -173,11 +182,12 @@ def run(argv: Sequence[str] | None) -> int:
     precision = Precision(args.dtype, args.loss_scale)
     text = export_train_step(
         args.model, args.preset, donate=args.donate, debug_info=args.debug_info,
-        precision=precision, **overrides
+        optimizer=args.optimizer, precision=precision, **overrides
     )
     write_output(text, args.output)
     if args.example_inputs:
-        inputs = example_inputs(args.model, args.preset, seed=args.seed, **overrides)
+        inputs = example_inputs(
+            args.model, args.preset, seed=args.seed, optimizer=args.optimizer, **overrides)
         try:
             save_inputs(args.example_inputs, inputs)
         except OSError as e:

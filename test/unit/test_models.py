@@ -142,7 +142,7 @@ def test_example_inputs_match_the_abstract_arguments(name: str) -> None:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_tiny_training_step_runs_and_reduces_the_loss(name: str) -> None:
-    setup = train_step_setup(name, "tiny", adam=AdamConfig(learning_rate=1e-3))
+    setup = train_step_setup(name, "tiny", optimizer=AdamConfig(learning_rate=1e-3))
     treedef = jax.tree.structure(setup.abstract_args())
     params, opt_state, batch = jax.tree.unflatten(treedef, setup.example_args(seed=0))
     step = (
