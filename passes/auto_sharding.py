@@ -139,11 +139,9 @@ class AutoShardingPass(ClusterOptions, StepArgOptions, Pass):
         strip_shardings(module)
         graph = FunctionGraph(func)
         factors = factor_rules(module)
-        rule_ctx = RuleContext(
-            mesh, 1.0 / cluster.peak_flops,
-            Options(allow_all_to_all=self.allow_all_to_all, prefer_reduce_scatter=self.prefer_reduce_scatter),
-            factors, cluster.flop_costs(),
-        )
+        rule_ctx = RuleContext.for_cluster(
+            mesh, cluster, factors,
+            Options(allow_all_to_all=self.allow_all_to_all, prefer_reduce_scatter=self.prefer_reduce_scatter))
         args = self.step_args(graph, ctx, func.location)
         aliases = donated_args(func)  # layouts tied only where the buffers really are shared
         layouts = self._arg_layouts(ctx, mesh, graph, args)

@@ -66,7 +66,7 @@ from ..sharding.cluster import ClusterSpec
 from ..sharding.ilp import SolverOptions, solve
 from ..sharding.mesh import LogicalMesh
 from ..sharding.spec import TensorSpec, shard_count
-from ..sharding.strategy import Options, RuleContext
+from ..sharding.strategy import RuleContext
 from . import zero
 from .cost_source import StageCost
 from .memory_plan import LayerMemory, MemoryPlanMode, offload_seconds
@@ -309,8 +309,7 @@ class LayerCostModel:
             return grid_layouts.argument_layouts(specs, dims.get(arg.value), kind is not None,
                                                  kind is zero.StateKind.PARAMETER, mesh)
 
-        ctx = RuleContext(mesh, 1.0 / self.cluster.peak_flops, Options(), self._factors[layer],
-                          self.cluster.flop_costs())
+        ctx = RuleContext.for_cluster(mesh, self.cluster, self._factors[layer])
         ops = None if dims is None else grid_layouts.op_layouts(dims, mesh)
         sg = problem.build(graph, ctx, arg_layouts=layouts, op_strategies=ops)
         solution = solve(problem.to_problem(sg, [], None), SolverOptions(time_limit=self.time_limit))

@@ -42,7 +42,7 @@ from ..sharding.cluster import ClusterSpec
 from ..sharding.ilp import SolverOptions, solve
 from ..sharding.mesh import LogicalMesh
 from ..sharding.spec import TensorSpec
-from ..sharding.strategy import Options, RuleContext
+from ..sharding.strategy import RuleContext
 from . import zero
 from .fragments import ACCUMULATORS
 
@@ -137,7 +137,7 @@ class _State:
             keep = [s for s in specs if s == want]
             return keep or specs
 
-        ctx = RuleContext(mesh, 1.0 / self.cluster.peak_flops, Options(), self.factors, self.cluster.flop_costs())
+        ctx = RuleContext.for_cluster(mesh, self.cluster, self.factors)
         sg = problem.build(graph, ctx, frozenset(), narrow)
         solution = solve(problem.to_problem(sg, [], None), SolverOptions(time_limit=self.time_limit))
         choices = solution.choices

@@ -24,6 +24,7 @@ from alpa_mlir.dialect_utils.collective_kind import CollectiveKind
 from alpa_mlir.dialect_utils.graph import OpNode
 from alpa_mlir.dialect_utils.op_factors import FactorTable
 
+from .cluster import ClusterSpec
 from .mesh import Axes, LogicalMesh
 from .spec import TensorSpec
 
@@ -98,3 +99,10 @@ class RuleContext:
     def seconds_per_flop(self, node: OpNode) -> float:
         """One device's seconds per FLOP of `node`, at the peak of its `compute_dtype`."""
         return self.dtype_flop_costs.get(compute_dtype(node), self.flop_cost)
+
+    @classmethod
+    def for_cluster(cls, mesh: LogicalMesh, cluster: ClusterSpec, factors: FactorTable,
+                    options: Options | None = None) -> RuleContext:
+        """The context that prices ops on `cluster`'s devices: its peak FLOP/s, per dtype
+        where the cluster gives one."""
+        return cls(mesh, 1.0 / cluster.peak_flops, options or Options(), factors, cluster.flop_costs())

@@ -150,8 +150,7 @@ def test_compute_is_priced_at_the_peak_of_the_operands_dtype() -> None:
       return %0, %1, %2 : tensor<64x256xf32>, tensor<64x256xf32>, tensor<64x256xi32>
     }""")
     cluster = load_cluster("p3.16xlarge")
-    ctx = RuleContext(LogicalMesh((1,), ("x",), (0.0,), (0.0,)), 1.0 / cluster.peak_flops, factors=factor_rules(module),
-                      dtype_flop_costs=cluster.flop_costs())
+    ctx = RuleContext.for_cluster(LogicalMesh((1,), ("x",), (0.0,), (0.0,)), cluster, factor_rules(module))
     flops = 2 * 64 * 128 * 256
     computes = []
     for node in graph.ops:
