@@ -35,6 +35,9 @@ TEST_SIZES: dict[str, tuple[dict[str, object], int]] = {
 MEDIUM: dict[str, tuple[dict[str, object], int]] = {
     "gpt-medium": ({"batch_size": 32, "seq_len": 128, "hidden_size": 128, "num_layers": 4}, 4),
     "wide_resnet-medium": ({"batch_size": 32}, 1),
+    "moe-medium": ({"hidden_size": 128}, 2),
+    # Adafactor with its matrices factored (128 wide): state shaped unlike its parameters
+    "moe-medium-adafactor": ({"optimizer": "adafactor", "hidden_size": 128}, 2),
 }
 PLAN = ("devices=2x4 layers=2 stages=manual layer-ranges=0-0,1-1 stage-submeshes=1x4,1x4 "
         "stage-logical-shapes=2x2,4x1 allow-per-microbatch-statistics=true")

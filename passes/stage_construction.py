@@ -12,6 +12,7 @@ from typing import Any, ClassVar, NamedTuple
 
 from jax.extend.mlir import ir
 
+from alpa_mlir.dialect_utils import mpmd
 from alpa_mlir.dialect_utils import shardy as S
 from alpa_mlir.dialect_utils.attributes import (
     NUM_LAYERS_ATTR,
@@ -52,6 +53,7 @@ from .pipeshard.submesh_space import Cluster, SubmeshShape, SubmeshSpace, logica
 from .sharding.batch_dims import batch_dims
 from .sharding.cluster import ClusterSpec
 from .sharding.mesh import MeshShape
+from .sharding.spec import TensorSpec
 from .sharding.step_args import StepArgs
 from .shared_options import ClusterOptions, StepArgOptions
 
@@ -204,7 +206,8 @@ class StageConstructionPass(ClusterOptions, StepArgOptions, Pass):
             logical = {mesh_name(k): costs.mesh(s.logical_shape) for k, s in enumerate(plan.stages)}
             levels = {mesh_name(k): c.zero_stage for k, c in enumerate(chosen)}
             zero_split = zero_values(module, frozenset(args.state), levels)
-            sharded = shard_stages(module, logical, spec, self.time_limit, zero_split)
+            sharded = shard_stages(module, logical, spec, self.time_limit, zero_split,
+                                   _costed_layouts(module, plan, chosen, costs, summary.callee_slots))
         offload = {k for k, r in enumerate(residency) if r is Residency.OFFLOAD}
         offloaded = offload_activations(module, offload) if offload else 0
         record = self._record(spec, plan, costs, memory, chosen, choices, summary.fragments, summary.transfers,
@@ -396,6 +399,22 @@ class LayerRange:
     def __str__(self) -> str:
         return f"{self.first}-{self.last}"
 
+
+
+def _costed_layouts(module: ir.Module, plan: StagePlan, chosen: Sequence[StageCost], costs: LayerCostModel,
+                    slots: Sequence[tuple[int, int]]) -> dict[ir.Value, TensorSpec]:
+    """The layouts the stage costs held the parameters and gradient accumulators in, per
+    argument of the MPMD microbatch function (`slots`: the original argument and stage
+    of each): what `shard_stages` pins, so that the plan holds what its memory rule
+    counted."""
+    wanted = {(index, k): spec for k, (s, c) in enumerate(zip(plan.stages, chosen, strict=True))
+              for index, spec in costs.state_layouts(s.layer_start, s.layer_end, s.logical_shape,
+                                                     c.zero_stage).items()}
+    callees = [f for name, f in mpmd.program_functions(module).items() if name != "main"]
+    if not callees:
+        return {}
+    block = callees[0].regions[0].blocks[0]
+    return {arg: wanted[slot] for arg, slot in zip(block.arguments, slots, strict=True) if slot in wanted}
 
 
 def _state_bytes(graph: FunctionGraph, state_args: frozenset[int]) -> dict[int, float]:

@@ -79,6 +79,9 @@ class FragmentSummary:
 
     fragments: Mapping[str, int]  # kind -> count (both functions)
     transfers: int
+    # per argument of the rewritten microbatch function: (the argument of the original
+    # it stands for, its stage); a parameter read on two stages has one per stage
+    callee_slots: tuple[tuple[int, int], ...] = ()
 
 
 def write_mpmd(module: ir.Module, main: ir.Operation, step: SplitStep,
@@ -92,7 +95,7 @@ def write_mpmd(module: ir.Module, main: ir.Operation, step: SplitStep,
     writer = _Writer(stage_of_layer, topology, counts, step.num_inputs)
     micro = writer.rewrite(step.function, None)
     writer.rewrite(main, micro)
-    return FragmentSummary(dict(sorted(counts.items())), writer.transfers)
+    return FragmentSummary(dict(sorted(counts.items())), writer.transfers, tuple(writer.callee_args))
 
 
 def _topology_text(meshes: Sequence[S.Mesh]) -> str:

@@ -92,6 +92,9 @@ class LayerCost:
     forward_compute: float  # what recomputing the forward costs
     selective_bytes: float  # stashed per microbatch when only its cheap ops are recomputed
     selective_compute: float  # what recomputing those costs
+    # Per argument of the outlined layer: the layout the ILP chose for a parameter or a
+    # gradient accumulator, None for the others (what the emitted plan must hold)
+    state_specs: tuple[TensorSpec | None, ...] = ()
 
     @property
     def communication(self) -> float:
@@ -192,6 +195,21 @@ class LayerCostModel:
             total += c.compute + {Residency.RECOMPUTE: c.forward_compute,
                                   Residency.SELECTIVE: c.selective_compute}.get(way, 0.0)
         return total
+
+    def state_layouts(self, first: int, last: int, shape: tuple[int, int],
+                      level: int | None = None) -> dict[int, TensorSpec]:
+        """Microbatch-function argument index -> the layout the costs of layers
+        first..last on `shape` (ZeRO `level`) hold it in, for its parameters and gradient
+        accumulators (the first layer that reads one decides): the memory the stage cost
+        counts is that of these layouts, so the emitted plan must use them."""
+        found: dict[int, TensorSpec] = {}
+        for k in range(first, last + 1):
+            specs = self.layer(k, shape, level).state_specs
+            _, _, outside = self._outline(k)
+            for v, spec in zip(outside, specs, strict=True):
+                if spec is not None and v.is_argument:
+                    found.setdefault(v.index, spec)
+        return found
 
     def _memory(self, c: LayerCost) -> LayerMemory:
         return LayerMemory(c.activation_bytes, c.input_bytes, c.forward_compute,
@@ -361,8 +379,10 @@ class LayerCostModel:
         selective = sum(v.info.nbytes / shard_count(sg.output_spec(v, choices), mesh) for v in saved
                         if kind_of.get(v.value) is None)
         again_compute = sum(op_compute.get(k, 0.0) for k in again)
+        state_specs = tuple(None if kind is None else sg.output_spec(arg, choices)
+                            for arg, kind in zip(graph.args, kinds, strict=True))
         return LayerCost(latency, compute, params, activations, peak, grads, optimizer, inputs, forward,
-                         selective, again_compute)
+                         selective, again_compute, state_specs)
 
 
 def _layer_ops(graph: FunctionGraph, num_layers: int) -> list[list[int]]:

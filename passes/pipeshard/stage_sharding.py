@@ -8,7 +8,9 @@ every `mesh_tensor` value the plan lays out: function arguments and results, fra
 and call results, transfer results.
 
 Order and consistency: the microbatch function first, then @main, each in program
-order. A fragment's ILP takes the layouts already decided for its operands as fixed and
+order. A fragment's ILP takes the layouts already decided for its operands as fixed, a
+pinned layout for an operand read first here (the microbatch function's parameters and
+gradient accumulators: the layouts the stage cost counted their memory in), and
 chooses the others (a transfer result or a function argument read first here); its
 results get the layouts it chose, except where a layout is required: a value passed to
 the microbatch call must have the callee argument's layout, and an updated parameter
@@ -55,13 +57,16 @@ class ShardingSummary:
 
 
 def shard_stages(module: ir.Module, meshes: Mapping[str, LogicalMesh], cluster: ClusterSpec,
-                 time_limit: float = 30.0, split: frozenset[ir.Value] = frozenset()) -> ShardingSummary:
+                 time_limit: float = 30.0, split: frozenset[ir.Value] = frozenset(),
+                 pinned: Mapping[ir.Value, TensorSpec] | None = None) -> ShardingSummary:
     """Shard every fragment (module docstring). `meshes`: mesh name -> logical mesh;
-    `split`: values ZeRO splits over their stage's devices (`zero_values`)."""
+    `split`: values ZeRO splits over their stage's devices (`zero_values`); `pinned`:
+    values whose layout is given (the stage cost's, `LayerCostModel.state_layouts`),
+    taken where the fragment that reads them first allows it."""
     funcs = mpmd.program_functions(module)
     main = funcs["main"]
     callees = [f for name, f in funcs.items() if name != "main"]
-    state = _State(meshes, cluster, time_limit, factor_rules(module), split)
+    state = _State(meshes, cluster, time_limit, factor_rules(module), split, pinned or {})
     callee_args: dict[str, list[S.Sharding | None]] = {}
     callee_results: dict[str, list[S.Sharding | None]] = {}
     for fn in callees:
@@ -77,9 +82,10 @@ def shard_stages(module: ir.Module, meshes: Mapping[str, LogicalMesh], cluster: 
 
 class _State:
     def __init__(self, meshes: Mapping[str, LogicalMesh], cluster: ClusterSpec, time_limit: float,
-                 factors: FactorTable, split: frozenset[ir.Value]) -> None:
+                 factors: FactorTable, split: frozenset[ir.Value], pinned: Mapping[ir.Value, TensorSpec]) -> None:
         self.meshes = meshes
         self.split = split
+        self.pinned = pinned
         self.factors = factors
         self.cluster = cluster
         self.time_limit = time_limit
@@ -130,12 +136,15 @@ class _State:
         operands = list(frag.operands)
 
         def narrow(arg: ValueNode, specs: list[TensorSpec]) -> list[TensorSpec]:
-            fixed = self.decided.get(operands[arg.index])
-            if fixed is None:
-                return zero.narrow(specs, mesh) if operands[arg.index] in self.split else specs
-            want = _spec(fixed, mesh)
+            value = operands[arg.index]
+            fixed = self.decided.get(value)
+            want = _spec(fixed, mesh) if fixed is not None else self.pinned.get(value)
             keep = [s for s in specs if s == want]
-            return keep or specs
+            if keep:
+                return keep
+            if fixed is None and value in self.split:
+                return zero.narrow(specs, mesh)
+            return specs
 
         ctx = RuleContext.for_cluster(mesh, self.cluster, self.factors)
         sg = problem.build(graph, ctx, frozenset(), narrow)
