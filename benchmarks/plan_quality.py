@@ -37,17 +37,25 @@ of ours). Slow: the layer ILPs of every logical mesh; GPT 2.6B takes minutes.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from stage_construction import BIN, CASES, Case, _error_line, _run, batch_size, export
+from stage_construction import (
+    BIN,
+    CASES,
+    Case,
+    _error_line,
+    _run,
+    batch_size,
+    case_rows,
+    export,
+    write_rows,
+)
 
 from alpa_mlir.dialect_utils.schedules import in_flight
 
@@ -294,20 +302,14 @@ def main() -> int:
         print("|" + "|".join(["---"] * len(HEADER)) + "|")
     failed = 0
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(args.workdir or tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        for case in cases:
-            row = run_case(case, args, work)
-            rows.append(row)
-            checked = set(args.columns) == {"grid", "zero", "ours"}
-            failed += checked and bool(check(row))
-            print(format_row(row, args.markdown, checked), flush=True)
+    checked = set(args.columns) == {"grid", "zero", "ours"}
+    for row in case_rows(cases, args, run_case):
+        rows.append(row)
+        failed += checked and bool(check(row))
+        print(format_row(row, args.markdown, checked), flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(
-            [{k: (v.__dict__ if hasattr(v, "__dict__") else v) for k, v in r.items()} for r in rows],
-            indent=1, default=str) + "\n")
-    if set(args.columns) == {"grid", "zero", "ours"}:
+        write_rows(args.json, rows)
+    if checked:
         print(f"{len(rows) - failed} of {len(rows)} cases meet their target", file=sys.stderr)
     return 1 if failed else 0
 

@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,6 +177,8 @@ def export(case: Case, dtype: str, work: Path, timeout: float) -> tuple[Path, st
         for item in case.overrides:
             cmd += ["--set", item]
         status, err, _, _ = _run(cmd, timeout)
+        if status == 124:
+            return src, f"export: over {timeout:.0f} s (killed)"
         if status != 0:
             return src, f"export: {_error_line(err)}"
     return src, ""
@@ -328,18 +331,30 @@ def main() -> int:
         p.error(f"no case matches; cases: {' '.join(c.key for c in CASES)}")
     print("\n".join(_markdown_header()) if args.markdown else _line(HEADER))
     rows = []
+    for row in case_rows(cases, args, run_case):
+        rows.append(row)
+        print(format_row(row, args.markdown), flush=True)
+    if args.json:
+        write_rows(args.json, rows)
+    return 0
+
+
+def case_rows(cases: Sequence[Case], args: argparse.Namespace,
+              run_case: Callable[[Case, argparse.Namespace, Path], dict[str, object]]) -> Iterator[dict[str, object]]:
+    """Each case's row, as `run_case(case, args, work)` computes it in --workdir (or a
+    temporary directory), one at a time."""
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.workdir or tmp)
         work.mkdir(parents=True, exist_ok=True)
         for case in cases:
-            row = run_case(case, args, work)
-            rows.append(row)
-            print(format_row(row, args.markdown), flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(
-            [{**{k: v for k, v in r.items() if k != "case"}, "case": r["case"].__dict__} for r in rows],
-            indent=1, default=str) + "\n")
-    return 0
+            yield run_case(case, args, work)
+
+
+def write_rows(path: str, rows: Sequence[dict[str, object]]) -> None:
+    """The rows as JSON (a dataclass value, such as the case, as its fields)."""
+    Path(path).write_text(json.dumps(
+        [{k: (v.__dict__ if hasattr(v, "__dict__") else v) for k, v in r.items()} for r in rows],
+        indent=1, default=str) + "\n")
 
 
 if __name__ == "__main__":

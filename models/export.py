@@ -116,7 +116,7 @@ def train_step_setup(
     `precision` a `Precision` or its name (`fp32`, `bf16`, `fp16`)."""
     model = get_model(model_name)
     chosen = precision if isinstance(precision, Precision) else Precision(precision or "fp32")
-    opt = get_optimizer(optimizer or "adam") if optimizer is None or isinstance(optimizer, str) else optimizer
+    opt = get_optimizer(optimizer) if isinstance(optimizer, str) else optimizer or get_optimizer("adam")
     return TrainStepSetup(model, model.config(preset, **overrides), opt, chosen)
 
 

@@ -410,10 +410,8 @@ def _costed_layouts(module: ir.Module, plan: StagePlan, chosen: Sequence[StageCo
     wanted = {(index, k): spec for k, (s, c) in enumerate(zip(plan.stages, chosen, strict=True))
               for index, spec in costs.state_layouts(s.layer_start, s.layer_end, s.logical_shape,
                                                      c.zero_stage).items()}
-    callees = [f for name, f in mpmd.program_functions(module).items() if name != "main"]
-    if not callees:
-        return {}
-    block = callees[0].regions[0].blocks[0]
+    (callee,) = [f for name, f in mpmd.program_functions(module).items() if name != "main"]
+    block = callee.regions[0].blocks[0]
     return {arg: wanted[slot] for arg, slot in zip(block.arguments, slots, strict=True) if slot in wanted}
 
 

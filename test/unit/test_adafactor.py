@@ -14,6 +14,7 @@ import pytest
 from alpa_mlir.dialect_utils.context import make_context, parse_module
 from alpa_mlir.models import AdafactorConfig, train_step_setup
 from alpa_mlir.models.adafactor import Factored
+from alpa_mlir.models.errors import ModelConfigError
 from alpa_mlir.models.params import count_params as count_params_of
 from alpa_mlir.passes.pass_manager import PassManager
 from alpa_mlir.runtime.pipeline import PipelineExecutable
@@ -90,6 +91,8 @@ def test_alpa_export_optimizer_option(tmp_path, capsys) -> None:
     assert num_args[1] - num_args[0] == params  # tiny: nothing factored, one moment not two
     assert export_main(["moe", "--optimizer", "sgd"]) == 1
     assert "invalid choice: 'sgd'" in capsys.readouterr().err
+    with pytest.raises(ModelConfigError, match="unknown optimizer 'sgd'; valid: adam, adafactor"):
+        train_step_setup("moe", optimizer="sgd")
 
 
 def test_pipelined_moe_with_factored_state_equals_the_single_device_step() -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+import re
 from pathlib import Path
 
 import jax
@@ -15,7 +17,7 @@ import pytest
 from alpa_mlir.dialect_utils import mpmd
 from alpa_mlir.dialect_utils.context import make_context, parse_module, print_module
 from alpa_mlir.dialect_utils.stage_plan import read_stage_plan
-from alpa_mlir.models.export import example_inputs, export_train_step
+from alpa_mlir.models.export import argument_names, example_inputs, export_train_step
 from alpa_mlir.passes.pass_base import PassFailure
 from alpa_mlir.passes.pass_manager import PassManager
 from alpa_mlir.runtime.mpmd_reference import SequentialExecutor
@@ -206,11 +208,6 @@ def test_emitted_parameters_take_the_layouts_the_stage_cost_counted(model: str) 
     cost counted (the layer ILPs' choice), not in ones the fragment ILP would pick on its
     own: 128 wide, the fragment ILP alone replicated most of them (3.4x and 3.6x the
     counted bytes per device on GPT's two stages)."""
-    import math
-    import re
-
-    from alpa_mlir.models.export import argument_names
-
     sizes = {"hidden_size": 128}
     text = export_train_step(model, "tiny", debug_info=False, **sizes)
     module = parse_module(pipeline(text, "alpa-pipeshard{devices=2x4 layers=2 num-microbatches=2 stages=manual "
