@@ -591,6 +591,39 @@ def _feasible(problem: IlpProblem, choices: tuple[int, ...]) -> bool:
     )
 
 
+def _run_told(problem: IlpProblem, red: _Reduced, options: SolverOptions, min_peak: bool
+              ) -> tuple[int, tuple[int, ...], pywraplp.Solver, Solver, Indicators, SolverOptions]:
+    """`_run`, where an infeasible problem is told as such: a node whose only strategy is
+    forbidden raises InfeasibleError; OR-tools 9.15 reports HiGHS's "infeasible" as an
+    unknown status (99), so without a time limit SCIP (or the next backend) is asked
+    again. Also returns the options the answer came from."""
+    forbidden = [r for r, c in red.costs.items() if len(c) == 1 and c[0] == math.inf]
+    if forbidden:
+        raise InfeasibleError(f"node {forbidden[0]}: its only strategy is forbidden (+inf)", None)
+    status, choices, solver, kind, s = _run(problem, red, options, min_peak)
+    if kind is Solver.HIGHS and status not in _SOLVED and options.time_limit is None:
+        options = replace(options, solver=next((k for k in _AUTO_ORDER if k is not Solver.HIGHS), Solver.SCIP))
+        status, choices, solver, kind, s = _run(problem, red, options, min_peak)
+    return status, choices, solver, kind, s, options
+
+
+def smallest_peak(problem: IlpProblem, options: SolverOptions | None = None) -> float:
+    """The smallest peak of live memory (`peak_memory`) that a plan meeting the pair
+    constraints and the forbidden (+inf) costs reaches (under a time limit: the best one
+    found); `problem` needs its live sets (any `memory_budget`, even +inf). Raises
+    InfeasibleError when no plan meets the constraints, SolverError when the solver
+    finds nothing."""
+    if problem.memory_budget is None:
+        raise ValueError("smallest_peak: the problem has no live sets (give it a memory_budget, e.g. +inf)")
+    options = options or SolverOptions()
+    status, choices, _, kind, _, _ = _run_told(problem, _reduce(problem, options.eliminate), options, min_peak=True)
+    if status == pywraplp.Solver.INFEASIBLE:
+        raise InfeasibleError("no plan meets the pair constraints and forbidden costs", None)
+    if status not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
+        raise SolverError(f"solver {kind.value}: no solution (MPSolver status {status})")
+    return peak_memory(problem, choices)
+
+
 def solve(problem: IlpProblem, options: SolverOptions | None = None) -> IlpSolution:
     """Pick one strategy per node minimizing the total cost under the constraints.
 
@@ -600,17 +633,8 @@ def solve(problem: IlpProblem, options: SolverOptions | None = None) -> IlpSolut
     options = options or SolverOptions()
     start = time.perf_counter()
     red = _reduce(problem, options.eliminate)
-    forbidden = [r for r, c in red.costs.items() if len(c) == 1 and c[0] == math.inf]
-    if forbidden:
-        raise InfeasibleError(f"node {forbidden[0]}: its only strategy is forbidden (+inf)", None)
-    status, choices, solver, kind, s = _run(problem, red, options, min_peak=False)
+    status, choices, solver, kind, s, options = _run_told(problem, red, options, min_peak=False)
     bound = _best_bound(problem, red, solver, choices) if status == pywraplp.Solver.FEASIBLE else None
-    if kind is Solver.HIGHS and status not in _SOLVED and options.time_limit is None:
-        # OR-tools 9.15 reports HiGHS's "infeasible" as an unknown status (99): let SCIP
-        # (or the next backend) tell an infeasible problem from a failure.
-        fallback = replace(options, solver=next((k for k in _AUTO_ORDER if k is not Solver.HIGHS), Solver.SCIP))
-        status, choices, solver, kind, s = _run(problem, red, fallback, min_peak=False)
-        options = fallback
     if status == pywraplp.Solver.INFEASIBLE:
         budget = problem.memory_budget
         if budget is None:

@@ -6,7 +6,7 @@ import itertools
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 from hypothesis import given, settings
@@ -27,6 +27,7 @@ from alpa_mlir.passes.sharding.ilp import (
     _reduce,
     _run,
     evaluate,
+    smallest_peak,
     solve,
 )
 
@@ -326,6 +327,23 @@ def test_best_bound_is_in_the_problems_units(solver: Solver) -> None:
     assert status == pywraplp.Solver.OPTIMAL
     bound = _best_bound(problem, red, backend, choices)
     assert bound is not None and math.isclose(bound, evaluate(problem, choices), rel_tol=1e-6)
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(problems())
+def test_smallest_peak_equals_brute_force(problem: IlpProblem) -> None:
+    problem = replace(problem, memory_budget=INF)  # live sets, no budget
+    expected = brute_force(problem).min_peak
+    if expected is None:
+        with pytest.raises(InfeasibleError):
+            smallest_peak(problem)
+        return
+    assert smallest_peak(problem) == pytest.approx(expected, rel=1e-9)
+
+
+def test_smallest_peak_needs_live_sets() -> None:
+    with pytest.raises(ValueError, match="no live sets"):
+        smallest_peak(IlpProblem((IlpNode((0.0, 1.0), memory=(2.0, 1.0)),), (), live_sets=((0,),)))
 
 
 def test_memory_budget_below_the_smallest_peak() -> None:
