@@ -196,7 +196,6 @@ class _State:
                 chosen = want
             self._set(result, chosen)
 
-
     def _solve(self, sg: problem.StrategyGraph, lean: bool) -> IlpSolution:
         """The fastest plan of one fragment; with `lean`, among those whose peak is
         within ONCE_PER_STEP_SLACK of the smallest reachable (else, where the solver
@@ -207,8 +206,8 @@ class _State:
             try:
                 peak = smallest_peak(bounded, options)
                 return solve(replace(bounded, memory_budget=peak * (1 + ONCE_PER_STEP_SLACK)), options)
-            except (InfeasibleError, SolverError):  # HiGHS under a time limit: no status
-                pass
+            except (InfeasibleError, SolverError):
+                pass  # none found in time (HiGHS under a time limit tells no status): plan for time
         return solve(problem.to_problem(sg, [], None), options)
 
 
