@@ -518,20 +518,49 @@ def _add_memory(
     root: tuple[int, ...],
     min_peak: bool,
 ) -> None:
-    """Per distinct live set: live bytes <= budget, or (`min_peak`) <= P with P minimized."""
+    """Per live set that no other one dominates (`_live_rows`): live bytes <= budget, or
+    (`min_peak`) <= P with P minimized."""
     unit = max((max(n.memory) for n in problem.nodes if n.memory), default=0.0)
     if unit == 0:
         return
     peak = solver.NumVar(0, solver.infinity(), "peak") if min_peak else None
     budget = 0.0 if min_peak else (problem.memory_budget or 0.0) / unit  # (peak on the left)
-    for live in sorted({tuple(sorted(set(t))) for t in problem.live_sets}):
-        mem = [(v, i, x) for v in live for i, x in enumerate(problem.nodes[v].memory or ())]
-        terms = [(root[v], i, x / unit) for v, i, x in mem]
-        row = _row(solver, s, -solver.infinity(), budget, terms)
+    for fixed, varying in _live_rows(problem):
+        terms = [(root[v], i, x / unit) for v in varying for i, x in enumerate(problem.nodes[v].memory or ())]
+        row = _row(solver, s, -solver.infinity(), budget - fixed / unit, terms)
         if peak is not None:
             row.SetCoefficient(peak, -1)
     if peak is not None:
         solver.Objective().SetCoefficient(peak, 1)
+
+
+def _live_rows(problem: IlpProblem) -> list[tuple[float, tuple[int, ...]]]:
+    """The live sets as (bytes that no choice changes, nodes whose bytes a choice does),
+    without those another set dominates (no more fixed bytes, a subset of its nodes),
+    looked for among identical sets and each set's neighbours in the given order (a
+    sweep's consecutive sets mostly contain one another): the constraints of the
+    dropped ones follow from the kept ones, memory being >= 0."""
+    rows: list[tuple[float, frozenset[int]]] = []
+    for t in problem.live_sets:
+        fixed, varying = 0.0, set()
+        for v in set(t):
+            memory = problem.nodes[v].memory
+            if not memory:
+                continue
+            if min(memory) == max(memory):
+                fixed += memory[0]
+            else:
+                varying.add(v)
+        rows.append((fixed, frozenset(varying)))
+
+    def dominated(a: tuple[float, frozenset[int]], b: tuple[float, frozenset[int]]) -> bool:
+        return a != b and a[0] <= b[0] and a[1] <= b[1]
+
+    kept = {
+        row for k, row in enumerate(rows)
+        if not any(dominated(row, rows[j]) for j in (k - 1, k + 1) if 0 <= j < len(rows))
+    }
+    return sorted((fixed, tuple(sorted(varying))) for fixed, varying in kept)
 
 
 def _greedy(red: _Reduced) -> dict[int, int]:

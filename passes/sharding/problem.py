@@ -464,15 +464,18 @@ def _node_bytes(sg: StrategyGraph, node: PlanNode, strategy: Strategy) -> float:
     return sum(v.info.nbytes / shard_count(spec, sg.mesh) for v, spec in zip(node.values, strategy.outputs, strict=True))
 
 
-def live_sets(sg: StrategyGraph) -> list[tuple[int, ...]]:
+def live_sets(sg: StrategyGraph, maximal: bool = False) -> list[tuple[int, ...]]:
     """Plan nodes whose outputs are alive at each op or join node (arguments live
     throughout): a sweep over [producer, last use] intervals; nodes XLA fuses into their
-    users (`fused_nodes`) hold no buffer and are never live."""
+    users (`fused_nodes`) hold no buffer and are never live. `maximal`: only the sets
+    after which some value dies (and the last): every other one is contained in the
+    next, so these bound the peak alike, and there are far fewer of them."""
     fused = fused_nodes(sg)
     last_use = _last_uses(sg, fused)
     live = {n.index for n in sg.nodes if n.kind is NodeKind.ARG}
     expiring: dict[int, list[int]] = {}
     sets = []
+    last = max((n.index for n in sg.nodes if n.kind is not NodeKind.ARG), default=-1)
     for node in sg.nodes:
         if node.kind is NodeKind.ARG:
             continue
@@ -480,8 +483,10 @@ def live_sets(sg: StrategyGraph) -> list[tuple[int, ...]]:
         if t not in fused:
             live.add(t)
             expiring.setdefault(max(last_use.get(t, t), t), []).append(t)
-        sets.append(tuple(sorted(live)))
-        for done in expiring.pop(t, []):
+        dying = expiring.pop(t, [])
+        if not maximal or dying or t == last:
+            sets.append(tuple(sorted(live)))
+        for done in dying:
             live.discard(done)
     return sets
 
@@ -522,6 +527,6 @@ def to_problem(
         tuple(nodes),
         tuple(sg.edges),
         tuple(pairs),
-        tuple(live_sets(sg)) if memory_budget is not None else (),
+        tuple(live_sets(sg, maximal=True)) if memory_budget is not None else (),
         memory_budget,
     )

@@ -133,6 +133,27 @@ def test_fused_elementwise_chains_hold_no_buffer_and_keep_their_inputs_alive() -
     assert e not in problem.fused_nodes(sg) and t not in problem.fused_nodes(sg)
 
 
+def test_the_maximal_live_sets_bound_every_live_set() -> None:
+    """`live_sets(maximal=True)`, what the ILP's memory constraints read: fewer sets, each
+    one of the sweep's, and every set of the sweep inside one of them."""
+    _, graph = graph_of("""
+    func.func @main(%x: tensor<256xf32>, %w: tensor<256x256xf32>) -> tensor<256xf32> {
+      %a = stablehlo.exponential %x : tensor<256xf32>
+      %b = stablehlo.dot_general %w, %a, contracting_dims = [1] x [0] : (tensor<256x256xf32>, tensor<256xf32>) -> tensor<256xf32>
+      %c = stablehlo.tanh %b : tensor<256xf32>
+      %d = stablehlo.dot_general %w, %c, contracting_dims = [1] x [0] : (tensor<256x256xf32>, tensor<256xf32>) -> tensor<256xf32>
+      %e = stablehlo.exponential %d : tensor<256xf32>
+      %f = stablehlo.dot_general %w, %e, contracting_dims = [1] x [0] : (tensor<256x256xf32>, tensor<256xf32>) -> tensor<256xf32>
+      %g = stablehlo.add %f, %a : tensor<256xf32>
+      return %g : tensor<256xf32>
+    }""")
+    sg = problem.build(graph, RuleContext(MESH, 1e-12, factors=factor_rules(graph.func_op)))
+    every, maximal = problem.live_sets(sg), problem.live_sets(sg, maximal=True)
+    assert 0 < len(maximal) < len(every)
+    assert set(maximal) <= set(every)
+    assert all(any(set(t) <= set(m) for m in maximal) for t in every)
+
+
 def test_compute_is_priced_at_the_peak_of_the_operands_dtype() -> None:
     """With per-dtype peaks (p3.16xlarge: fp16 on tensor cores, 8x fp32), a dot of fp16
     operands costs its FLOPs at the fp16 peak even when it accumulates in fp32; an fp32
