@@ -645,7 +645,11 @@ def smallest_peak(problem: IlpProblem, options: SolverOptions | None = None) -> 
     if problem.memory_budget is None:
         raise ValueError("smallest_peak: the problem has no live sets (give it a memory_budget, e.g. +inf)")
     options = options or SolverOptions()
-    status, choices, _, kind, _, _ = _run_told(problem, _reduce(problem, options.eliminate), options, min_peak=True)
+    return _smallest_peak(problem, _reduce(problem, options.eliminate), options)
+
+
+def _smallest_peak(problem: IlpProblem, red: _Reduced, options: SolverOptions) -> float:
+    status, choices, _, kind, _, _ = _run_told(problem, red, options, min_peak=True)
     if status == pywraplp.Solver.INFEASIBLE:
         raise InfeasibleError("no plan meets the pair constraints and forbidden costs", None)
     if status not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
@@ -668,12 +672,10 @@ def solve(problem: IlpProblem, options: SolverOptions | None = None) -> IlpSolut
         budget = problem.memory_budget
         if budget is None:
             raise InfeasibleError("no plan meets the pair constraints and forbidden costs", None)
-        peak_status, peak_choices, *_ = _run(problem, red, options, min_peak=True)
-        if peak_status == pywraplp.Solver.INFEASIBLE:
-            raise InfeasibleError("no plan meets the pair constraints and forbidden costs", None)
-        if peak_status not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
-            raise InfeasibleError(f"memory budget {budget:.6g} B cannot be met", None)
-        peak = peak_memory(problem, peak_choices)
+        try:
+            peak = _smallest_peak(problem, red, options)
+        except SolverError:
+            raise InfeasibleError(f"memory budget {budget:.6g} B cannot be met", None) from None
         raise InfeasibleError(
             f"memory budget {budget:.6g} B per device is below the smallest peak the model "
             f"can reach, {peak:.6g} B",

@@ -25,6 +25,9 @@ from alpa_mlir.runtime.pipeline import PipelineExecutable
 from alpa_mlir.runtime.reference import Tolerance, compare_outputs, compile_reference
 
 CLUSTER = "devices=2x4"
+# Two stages of one layer each on 1x4 submeshes, as 2x2 and 4x1 logical meshes
+TWO_STAGES = ("alpa-pipeshard{devices=2x4 layers=2 num-microbatches=2 stages=manual layer-ranges=0-0,1-1 "
+              "stage-submeshes=1x4,1x4 stage-logical-shapes=2x2,4x1}")
 
 
 @functools.cache
@@ -211,9 +214,7 @@ def test_emitted_parameters_take_the_layouts_the_stage_cost_counted(model: str) 
     counted bytes per device on GPT's two stages)."""
     sizes = {"hidden_size": 128}
     text = export_train_step(model, "tiny", debug_info=False, **sizes)
-    module = parse_module(pipeline(text, "alpa-pipeshard{devices=2x4 layers=2 num-microbatches=2 stages=manual "
-                                         "layer-ranges=0-0,1-1 stage-submeshes=1x4,1x4 "
-                                         "stage-logical-shapes=2x2,4x1}"), make_context())
+    module = parse_module(pipeline(text, TWO_STAGES), make_context())
     record = read_stage_plan(module)
     assert record is not None
     main = mpmd.program_functions(module)["main"]
@@ -238,9 +239,7 @@ def test_each_stage_holds_at_most_its_predicted_peak_through_the_update() -> Non
     sizes = {"hidden_size": 256, "optimizer": "adafactor"}
     text = export_train_step("moe", "tiny", debug_info=False, **sizes)
     ctx = make_context()
-    module = parse_module(pipeline(text, "alpa-pipeshard{devices=2x4 layers=2 num-microbatches=2 stages=manual "
-                                         "layer-ranges=0-0,1-1 stage-submeshes=1x4,1x4 "
-                                         "stage-logical-shapes=2x2,4x1}"), ctx)
+    module = parse_module(pipeline(text, TWO_STAGES), ctx)
     record = read_stage_plan(module)
     assert record is not None
     executable = PipelineExecutable(module, jax.devices()[:8])
@@ -248,6 +247,28 @@ def test_each_stage_holds_at_most_its_predicted_peak_through_the_update() -> Non
     for stage, placement in zip(record.stages, executable.placements, strict=True):
         measured = max(peaks[d.id] for d in placement.devices)
         assert measured <= stage.peak_bytes, (stage.stage, measured, stage.peak_bytes)
+
+
+def test_an_update_with_no_lean_plan_found_is_planned_for_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the solver finds no smallest peak for one of @main's fragments (HiGHS under
+    a time limit answers an infeasible or unfinished model with no status), the fragment
+    takes the fastest plan, as before lean planning: the same plan a budget of +inf gives."""
+    from alpa_mlir.passes.pipeshard import stage_sharding
+    from alpa_mlir.passes.sharding.ilp import SolverError
+
+    text = export_train_step("moe", "tiny", debug_info=False, hidden_size=256, optimizer="adafactor")
+
+    def no_answer(*_: object, **__: object) -> float:
+        raise SolverError("solver highs: no solution (MPSolver status 99)")
+
+    lean = pipeline(text, TWO_STAGES)
+    monkeypatch.setattr(stage_sharding, "smallest_peak", no_answer)
+    fallback = pipeline(text, TWO_STAGES)
+    monkeypatch.setattr(stage_sharding, "ONCE_PER_STEP_SLACK", math.inf)
+    monkeypatch.setattr(stage_sharding, "smallest_peak", lambda *_, **__: 1.0)
+    unbounded = pipeline(text, TWO_STAGES)
+    assert fallback == unbounded
+    assert fallback != lean
 
 
 @pytest.mark.parametrize("model", ["mlp", "gpt", "moe", "wide_resnet"])
